@@ -1,0 +1,6 @@
+"""Differentiable Gaussian rendering: SH evaluation, a PyTorch backend and a gsplat backend with one interface."""
+
+from .render import RenderOutput, gsplat_available, render
+from .sh import eval_sh, sh_basis
+
+__all__ = ["render", "RenderOutput", "gsplat_available", "eval_sh", "sh_basis"]

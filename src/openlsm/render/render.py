@@ -1,0 +1,136 @@
+"""`render`: RGB, expected depth, alpha and N-d features of Gaussians in one call, on either backend.
+
+    out = render(gaussians, cameras)                 # gaussians [N], cameras [C]
+    out.rgb [C, H, W, 3], out.depth [C, H, W], out.alpha [C, H, W], out.features [C, H, W, D] or None
+
+Batched scenes: gaussians [B, N] (see Gaussians.stack) with cameras [B, C] give [B, C, H, W, ...].
+`backend="auto"` uses gsplat on CUDA tensors when it is installed and falls back to the PyTorch backend
+(with one log line) otherwise; both follow the same conventions, so results agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..cameras import Cameras
+from ..gaussians import Gaussians
+from .sh import eval_sh
+from .torch_backend import project_gaussians, rasterize
+
+log = logging.getLogger(__name__)
+Backend = Literal["auto", "torch", "gsplat"]
+
+
+@dataclass
+class RenderOutput:
+    rgb: Tensor  # [..., C, H, W, 3]
+    depth: Tensor  # [..., C, H, W] expected depth Σwz/Σw (0 where nothing was hit)
+    alpha: Tensor  # [..., C, H, W]
+    features: Tensor | None  # [..., C, H, W, D]
+
+
+_gsplat_state: dict[str, object] = {}
+
+
+def gsplat_available() -> tuple[bool, str]:
+    """(usable, reason). gsplat needs CUDA; its kernels compile on the first call, not at import."""
+    if "result" not in _gsplat_state:
+        if not torch.cuda.is_available():
+            _gsplat_state["result"] = (False, "CUDA is not available")
+        else:
+            try:
+                import gsplat  # noqa: F401
+
+                _gsplat_state["result"] = (True, f"gsplat {gsplat.__version__}")
+            except Exception as e:  # ImportError, or a broken install
+                _gsplat_state["result"] = (False, f"gsplat is not importable ({type(e).__name__}: {e})")
+    return _gsplat_state["result"]  # type: ignore[return-value]
+
+
+def pick_backend(backend: Backend, device: torch.device) -> str:
+    if backend == "torch":
+        return "torch"
+    ok, why = gsplat_available() if device.type == "cuda" else (False, f"tensors are on {device.type}")
+    if backend == "gsplat" and not ok:
+        raise RuntimeError(f"backend='gsplat' requested but {why}")
+    if ok:
+        return "gsplat"
+    if not _gsplat_state.get("warned"):
+        log.info("openlsm render: using the PyTorch backend (%s)", why)
+        _gsplat_state["warned"] = True
+    return "torch"
+
+
+def view_colors(g: Gaussians, c2w: Tensor, sh_degree: int | None) -> Tensor:
+    """Per-camera RGB of each Gaussian from its SH: [C, N, 3], clamped at 0 like gsplat."""
+    sh = g.sh if sh_degree is None else g.with_sh_degree(sh_degree).sh
+    if sh.shape[-2] == 1:  # degree 0 needs no view direction
+        return (eval_sh(sh, torch.ones_like(g.means)) + 0.5).clamp_min(0)[None].expand(c2w.shape[0], -1, -1)
+    dirs = g.means[None] - c2w[:, None, :3, 3]  # [C, N, 3]
+    return (eval_sh(sh[None], dirs) + 0.5).clamp_min(0)
+
+
+def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, height: int | None = None,
+           backend: Backend = "auto", sh_degree: int | None = None, with_features: bool = True,
+           background: Tensor | None = None, near: float = 0.01, far: float = 1e10,
+           eps2d: float = 0.3) -> RenderOutput:
+    """Render Gaussians [N] from cameras [C] (or scenes [B, N] from cameras [B, C]).
+
+    background: optional RGB [3] composited behind (features and depth get none).
+    """
+    width, height = width or cameras.width, height or cameras.height
+    if (width, height) != (cameras.width, cameras.height):
+        cameras = cameras.rescale(width, height)
+    if gaussians.means.dim() == 3:  # several scenes: render one after another, stack
+        outs = [render(gaussians[b], cameras[b], width, height, backend, sh_degree, with_features, background,
+                       near, far, eps2d) for b in range(gaussians.means.shape[0])]
+        feats = None if outs[0].features is None else torch.stack([o.features for o in outs])
+        return RenderOutput(torch.stack([o.rgb for o in outs]), torch.stack([o.depth for o in outs]),
+                            torch.stack([o.alpha for o in outs]), feats)
+    single = cameras.c2w.dim() == 2
+    cams = cameras.flatten()
+    c2w, Ks, viewmats = cams.c2w.to(gaussians.means), cams.Ks.to(gaussians.means), cams.viewmats.to(gaussians.means)
+    colors = view_colors(gaussians, c2w, sh_degree)  # [C, N, 3]
+    feats = gaussians.features if with_features else None
+    which = pick_backend(backend, gaussians.means.device)
+    fn = _render_gsplat if which == "gsplat" else _render_torch
+    rgb, depth, alpha, out_feats = fn(gaussians, colors, feats, viewmats, Ks, width, height, near, far, eps2d)
+    if background is not None:
+        rgb = rgb + (1 - alpha[..., None]) * background.to(rgb)
+    out = RenderOutput(rgb, depth, alpha, out_feats)
+    if single:
+        out = RenderOutput(rgb[0], depth[0], alpha[0], None if out_feats is None else out_feats[0])
+    return out
+
+
+def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d):
+    opac = g.opacities
+    means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, opac, viewmats, Ks, width, height,
+                                                       near, far, eps2d)
+    rgbs, dps, alphas, fts = [], [], [], []
+    for c in range(viewmats.shape[0]):
+        parts = [colors[c]] + ([feats] if feats is not None else []) + [depths[c][:, None]]
+        acc, alpha = rasterize(means2d[c], conics[c], opac, depths[c], radii[c], torch.cat(parts, -1), width, height)
+        rgbs.append(acc[..., :3])
+        fts.append(acc[..., 3:-1])
+        dps.append(acc[..., -1] / alpha.clamp_min(1e-10))
+        alphas.append(alpha)
+    return (torch.stack(rgbs), torch.stack(dps), torch.stack(alphas),
+            torch.stack(fts) if feats is not None else None)
+
+
+def _render_gsplat(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d):
+    from gsplat import rasterization
+
+    C = viewmats.shape[0]
+    values = colors if feats is None else torch.cat([colors, feats[None].expand(C, -1, -1)], -1)
+    out, alphas, _ = rasterization(g.means, g.quats, g.scales, g.opacities, values, viewmats, Ks, width, height,
+                                   near_plane=near, far_plane=far, eps2d=eps2d, sh_degree=None,
+                                   render_mode="RGB+ED", packed=False)
+    fts = out[..., 3:-1] if feats is not None else None
+    return out[..., :3], out[..., -1], alphas[..., 0], fts

@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+
+from openlsm.cameras import Cameras, look_at, make_K
+from openlsm.gaussians import Gaussians, rgb_to_sh0
+from openlsm.render import render
+from openlsm.render.sh import sh_basis
+from openlsm.render.torch_backend import MAX_ALPHA
+
+from .reference import reference_render
+
+
+def one_gaussian(opacity=0.8, sigma=0.05, z=2.0, dtype=torch.float32):
+    logit = math.log(opacity / (1 - opacity))
+    return Gaussians(means=torch.tensor([[0.0, 0.0, z]], dtype=dtype), quats=torch.tensor([[1.0, 0, 0, 0]], dtype=dtype),
+                     log_scales=torch.full((1, 3), math.log(sigma), dtype=dtype),
+                     opacity_logits=torch.tensor([logit], dtype=dtype),
+                     sh=rgb_to_sh0(torch.tensor([[[1.0, 0.5, 0.25]]], dtype=dtype)),
+                     features=torch.tensor([[2.0, -1.0]], dtype=dtype))
+
+
+def test_isotropic_gaussian_at_principal_point_analytic():
+    f, z, s, o = 100.0, 2.0, 0.05, 0.8
+    cam = Cameras(make_K(f, f, 32.5, 32.5), torch.eye(4), 64, 64)  # principal point on the centre of pixel (32, 32)
+    out = render(one_gaussian(o, s, z, torch.float64), cam.to(torch.float64), backend="torch")
+    var = (f * s / z) ** 2 + 0.3  # EWA footprint plus the 0.3 px low-pass
+    assert out.alpha[32, 32].item() == pytest.approx(o, rel=1e-9)  # peak alpha = opacity
+    assert torch.allclose(out.alpha, out.alpha.flip(0).roll(1, 0), atol=1e-12)  # symmetric about row 32
+    assert torch.allclose(out.alpha, out.alpha.T, atol=1e-12)
+    r = torch.arange(-6, 7, dtype=torch.float64)
+    expected = o * torch.exp(-0.5 * r**2 / var)
+    expected[expected < 1 / 255] = 0
+    assert torch.allclose(out.alpha[32, 26:39], expected, atol=1e-9)
+    # radius: nothing beyond the 1/255 cut-off
+    cut = math.sqrt(2 * var * math.log(o * 255))
+    d = torch.cdist(torch.stack(torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij"), -1)
+                    .reshape(-1, 2), torch.tensor([[32.0, 32.0]])).reshape(64, 64).double()
+    assert (out.alpha[d > cut + 1e-6] == 0).all() and (out.alpha[d < cut - 1e-6] > 0).all()
+    assert torch.allclose(out.rgb[32, 32], o * torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))
+    assert out.depth[32, 32].item() == pytest.approx(z)
+    assert torch.allclose(out.features[32, 32], o * torch.tensor([2.0, -1.0], dtype=torch.float64))
+
+
+def test_occlusion_follows_depth_not_input_order():
+    near, far = one_gaussian(0.99, 0.3, 2.0), one_gaussian(0.99, 0.3, 4.0)
+    near.sh = rgb_to_sh0(torch.tensor([[[1.0, 0.0, 0.0]]]))
+    far.sh = rgb_to_sh0(torch.tensor([[[0.0, 0.0, 1.0]]]))
+    cam = Cameras(make_K(50.0, 50.0, 16.0, 16.0), torch.eye(4), 32, 32)
+    for order in ([near, far], [far, near]):
+        out = render(Gaussians.cat(order), cam, backend="torch")
+        c = out.rgb[16, 16]
+        assert c[0] > 0.95 and c[2] < 0.05  # red Gaussian in front hides the blue one
+        assert out.depth[16, 16].item() == pytest.approx(2.0, abs=0.05)
+
+
+def random_scene(n, seed, feat=3, dtype=torch.float64, degree=2):
+    g = Gaussians.random(n, sh_degree=degree, feature_dim=feat, seed=seed, dtype=dtype)
+    g.means = g.means * torch.tensor([1.0, 0.8, 0.5], dtype=dtype) + torch.tensor([0, 0, 3.0], dtype=dtype)
+    return g
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tiled_renderer_matches_brute_force_reference(seed):
+    g = random_scene(300, seed)
+    g.opacity_logits = g.opacity_logits + 1.5 * seed  # seed 2 is nearly opaque: early termination matters
+    W, H = 70, 45  # not a multiple of the tile size
+    c2w = look_at(torch.tensor([0.3, -0.2, -0.5], dtype=torch.float64), torch.tensor([0, 0, 3.0], dtype=torch.float64),
+                  torch.tensor([0, -1.0, 0], dtype=torch.float64))
+    cam = Cameras(make_K(60.0, 55.0, 33.0, 24.0).double(), c2w, W, H)
+    out = render(g, cam, backend="torch")
+    from openlsm.render.render import view_colors
+
+    colors = view_colors(g, c2w[None], None)[0]
+    values = torch.cat([colors, g.features], -1)
+    acc, alpha, dep = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
+                                       MAX_ALPHA)
+    assert torch.allclose(out.alpha, alpha, atol=1e-9)
+    assert torch.allclose(out.rgb, acc[..., :3], atol=1e-9)
+    assert torch.allclose(out.features, acc[..., 3:], atol=1e-9)
+    hit = alpha > 1e-3
+    assert torch.allclose(out.depth[hit], (dep / alpha)[hit], atol=1e-8)
+    assert alpha.max() > 0.9 and (alpha == 0).any() is not None
+
+
+def test_gradcheck_float64_all_parameters():
+    g = random_scene(6, seed=3, feat=2, degree=1)
+    g.log_scales = g.log_scales + 1.0  # large, smooth footprints
+    g.opacity_logits = torch.full_like(g.opacity_logits, -0.5)
+    cam = Cameras(make_K(12.0, 12.0, 6.0, 5.0).double(), torch.eye(4, dtype=torch.float64), 12, 10)
+    params = [t.clone().requires_grad_() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features)]
+
+    def fn(means, quats, log_scales, opacity_logits, sh, features):
+        out = render(Gaussians(means, quats, log_scales, opacity_logits, sh, features), cam, backend="torch")
+        return out.rgb, out.alpha, out.features, out.depth
+
+    assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_pose_gradient_flows():
+    g = random_scene(20, seed=4, feat=0, degree=0)
+    c2w = torch.eye(4, dtype=torch.float64).requires_grad_()
+    cam = Cameras(make_K(20.0, 20.0, 10.0, 10.0).double(), c2w, 20, 20)
+    render(g, cam, backend="torch").rgb.sum().backward()
+    assert c2w.grad is not None and c2w.grad[:3].abs().sum() > 0
+
+
+def test_batched_scenes_with_padding_match_individual_renders():
+    a, b = random_scene(40, 5, dtype=torch.float32), random_scene(25, 6, dtype=torch.float32, degree=1)
+    cam = Cameras(make_K(40.0, 40.0, 16.0, 16.0), torch.eye(4).repeat(2, 2, 1, 1), 32, 32)  # [B=2, C=2]
+    batched = render(Gaussians.stack([a, b]), cam, backend="torch")
+    assert batched.rgb.shape == (2, 2, 32, 32, 3) and batched.features.shape == (2, 2, 32, 32, 3)
+    for i, g in enumerate([a, b]):
+        single = render(g, cam[i], backend="torch")
+        assert torch.allclose(batched.rgb[i], single.rgb, atol=1e-5)
+        assert torch.allclose(batched.depth[i], single.depth, atol=1e-4)
+
+
+def test_background_fills_transmittance():
+    g = one_gaussian(0.5, 0.05)
+    cam = Cameras(make_K(100.0, 100.0, 16.0, 16.0), torch.eye(4), 32, 32)
+    bg = torch.tensor([0.0, 1.0, 0.0])
+    out = render(g, cam, backend="torch", background=bg)
+    assert torch.allclose(out.rgb[0, 0], bg) and out.features[0, 0].abs().sum() == 0
+    assert torch.allclose(out.rgb[..., 1], render(g, cam, backend="torch").rgb[..., 1] + 1 - out.alpha, atol=1e-6)
+
+
+def test_behind_camera_and_offscreen_are_culled():
+    g = one_gaussian(0.9, 0.05, z=-2.0)
+    cam = Cameras(make_K(100.0, 100.0, 16.0, 16.0), torch.eye(4), 32, 32)
+    assert render(g, cam, backend="torch").alpha.abs().sum() == 0
+    g.means = torch.tensor([[50.0, 0.0, 2.0]])
+    assert render(g, cam, backend="torch").alpha.abs().sum() == 0
+
+
+def test_sh_basis_is_orthonormal_on_the_sphere():
+    n = 200_000
+    i = torch.arange(n, dtype=torch.float64) + 0.5
+    z = 1 - 2 * i / n
+    phi = math.pi * (1 + 5**0.5) * i
+    r = (1 - z**2).sqrt()
+    dirs = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1)  # Fibonacci sphere, uniform area
+    Y = sh_basis(3, dirs)
+    gram = 4 * math.pi * (Y.T @ Y) / n
+    assert torch.allclose(gram, torch.eye(16, dtype=torch.float64), atol=2e-3)

@@ -6,9 +6,10 @@ Rasterisation: 16×16 pixel tiles, Gaussians sorted by camera depth, front-to-ba
 alpha = min(MAX_ALPHA, o·exp(-½ dᵀ Σ⁻¹ d)), alphas under 1/255 skipped, and a pixel stops before the Gaussian
 that would bring its transmittance to 1e-4 or below. Pixel (i, j) is sampled at (j + 0.5, i + 0.5).
 
-Instead of a per-pixel loop, each tile's depth-sorted list is processed in chunks of `chunk` Gaussians at
-once: alphas [tiles, 256, chunk], an exclusive cumulative product for the transmittance, and one batched matmul
-to accumulate all channels. Tiles whose pixels are all saturated leave the active set early.
+Instead of gsplat's 16x16 tiles, every (pixel, Gaussian) pair inside each Gaussian's box is evaluated at once
+(the box holds every pixel where alpha >= 1/255, so the result is the same); pairs are grouped by pixel in depth
+order and the transmittance is a segmented cumulative sum of log(1 - alpha). All of it is plain tensor ops, so
+autograd differentiates it and it runs wherever PyTorch does.
 
     means2d, depths, conics, radii = project_gaussians(means, quats, scales, opacities, viewmats, Ks, W, H)
     out, alpha = rasterize(means2d[0], conics[0], opacities, depths[0], radii[0], values, W, H)
@@ -16,14 +17,11 @@ to accumulate all channels. Tiles whose pixels are all saturated leave the activ
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from ..cameras.cameras import quat_to_rotmat
 
-TILE = 16
 ALPHA_MIN = 1.0 / 255.0
 MAX_ALPHA = 0.999
 T_MIN = 1e-4
@@ -77,89 +75,85 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     return means2d, z, conics, radii
 
 
-def _tile_lists(means2d: Tensor, depths: Tensor, radii: Tensor, tiles_x: int, tiles_y: int) -> tuple[Tensor, Tensor]:
-    """Depth-sorted Gaussian ids per tile, padded with -1: [tiles, max_count], and counts [tiles]."""
+def _pixel_pairs(means2d: Tensor, depths: Tensor, radii: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+    """(pixel id, Gaussian id) for every pixel centre inside each visible Gaussian's box, Gaussians in depth order.
+
+    The opacity-aware box bounds the whole region where alpha >= 1/255, so these are exactly the pairs that gsplat's
+    16x16 tiles evaluate and do not skip; the pairs outside it contribute nothing there either.
+    """
     device = means2d.device
-    visible = (radii > 0).all(-1)
-    ids = visible.nonzero()[:, 0]
+    ids = (radii > 0).all(-1).nonzero()[:, 0]
+    ids = ids[torch.argsort(depths.detach()[ids], stable=True)]
     m = means2d.detach()[ids]
     r = radii[ids].to(m.dtype)
-    x0 = torch.floor((m[:, 0] - r[:, 0]) / TILE).clamp(0, tiles_x).long()
-    x1 = torch.ceil((m[:, 0] + r[:, 0]) / TILE).clamp(0, tiles_x).long()
-    y0 = torch.floor((m[:, 1] - r[:, 1]) / TILE).clamp(0, tiles_y).long()
-    y1 = torch.ceil((m[:, 1] + r[:, 1]) / TILE).clamp(0, tiles_y).long()
-    nx, ny = x1 - x0, y1 - y0
+    x0 = torch.ceil(m[:, 0] - r[:, 0] - 0.5).clamp(0, width).long()
+    x1 = torch.floor(m[:, 0] + r[:, 0] - 0.5).clamp(-1, width - 1).long() + 1
+    y0 = torch.ceil(m[:, 1] - r[:, 1] - 0.5).clamp(0, height).long()
+    y1 = torch.floor(m[:, 1] + r[:, 1] - 0.5).clamp(-1, height - 1).long() + 1
+    nx, ny = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)
     counts = nx * ny
-    n_tiles = tiles_x * tiles_y
-    if counts.sum() == 0:
-        return torch.full((n_tiles, 0), -1, dtype=torch.long, device=device), torch.zeros(n_tiles, dtype=torch.long,
-                                                                                            device=device)
-    owner = torch.repeat_interleave(torch.arange(len(ids), device=device), counts)  # [I]
-    start = torch.cumsum(counts, 0) - counts
-    local = torch.arange(len(owner), device=device) - start[owner]
-    tx = x0[owner] + local % nx[owner]
-    ty = y0[owner] + local // nx[owner]
-    tile_ids = ty * tiles_x + tx
-    rank = torch.empty_like(ids)
-    rank[torch.argsort(depths.detach()[ids], stable=True)] = torch.arange(len(ids), device=device)
-    order = torch.argsort(tile_ids * len(ids) + rank[owner])
-    tile_ids, gids = tile_ids[order], ids[owner[order]]
-    tile_counts = torch.bincount(tile_ids, minlength=n_tiles)
-    tile_start = torch.cumsum(tile_counts, 0) - tile_counts
-    pos = torch.arange(len(gids), device=device) - tile_start[tile_ids]
-    table = torch.full((n_tiles, int(tile_counts.max())), -1, dtype=torch.long, device=device)
-    table[tile_ids, pos] = gids
-    return table, tile_counts
+    owner = torch.repeat_interleave(torch.arange(len(ids), device=device), counts)
+    local = torch.arange(len(owner), device=device) - (torch.cumsum(counts, 0) - counts)[owner]
+    px = x0[owner] + local % nx[owner]
+    py = y0[owner] + local // nx[owner]
+    return py * width + px, ids[owner]
 
 
 def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, values: Tensor,
-              width: int, height: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
+              width: int, height: int) -> tuple[Tensor, Tensor]:
     """Composite one camera's projected Gaussians.
 
     means2d [N, 2], conics [N, 3], opacities [N], depths [N], radii [N, 2], values [N, D]
     -> accumulated values [H, W, D] (Σ wᵢ vᵢ) and alpha [H, W] (Σ wᵢ = 1 - T).
     """
-    device, dtype = values.device, values.dtype
-    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
-    table, counts = _tile_lists(means2d, depths, radii, tiles_x, tiles_y)
-    n_tiles, D = tiles_x * tiles_y, values.shape[-1]
+    n_pix = width * height
+    pix, gid = _pixel_pairs(means2d, depths, radii, width, height)  # [P], [P]
+    # one gather of everything a pair needs: centre (2), conic (3), opacity (1)
+    params = torch.cat([means2d, conics, opacities[:, None]], -1).index_select(0, gid)  # [P, 6]
+    u = (pix % width).to(values.dtype) + 0.5
+    v = torch.div(pix, width, rounding_mode="floor").to(values.dtype) + 0.5
+    dx, dy = u - params[:, 0], v - params[:, 1]
+    sigma = 0.5 * (params[:, 2] * dx * dx + params[:, 4] * dy * dy) + params[:, 3] * dx * dy
+    alpha = torch.clamp(params[:, 5] * torch.exp(-sigma), max=MAX_ALPHA)
+    keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero()[:, 0]
+    pix = pix.index_select(0, keep)
+    # Group by pixel; the stable sort keeps each pixel's pairs in depth order.
+    pix, order = torch.sort(pix, stable=True)
+    keep = keep.index_select(0, order)
+    gid, alpha = gid.index_select(0, keep), alpha.index_select(0, keep)
+    # Transmittance before each pair = exp(Σ log(1 - α) of the earlier pairs of its pixel): a global cumulative
+    # sum (float64, so the long sum keeps its precision) minus the sum at the start of the pixel's segment.
+    log_t = torch.log1p(-alpha).double()
+    csum = torch.cumsum(log_t, 0)
+    counts = torch.bincount(pix, minlength=n_pix)
+    seg_start = torch.cumsum(counts, 0) - counts
+    base = torch.cat([csum.new_zeros(1), csum]).index_select(0, seg_start.index_select(0, pix))
+    T_before = torch.exp(csum - log_t - base).to(alpha.dtype)
+    T_after = T_before * (1 - alpha)
+    w = torch.where(T_after > T_MIN, alpha * T_before, torch.zeros_like(alpha))  # stop where T would drop to 1e-4
+    crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    out = _WeightedPairSum.apply(w, values, crow, pix, gid)
+    alpha_img = values.new_zeros(n_pix).index_add(0, pix, w)
+    return out.reshape(height, width, -1), alpha_img.reshape(height, width)
 
-    # pixel centres of every tile [tiles, 256, 2]
-    local = torch.stack(torch.meshgrid(torch.arange(TILE, device=device), torch.arange(TILE, device=device),
-                                       indexing="xy"), -1).reshape(-1, 2).to(dtype) + 0.5
-    tid = torch.arange(n_tiles, device=device)
-    origin = torch.stack([tid % tiles_x, tid // tiles_x], -1).to(dtype) * TILE
-    pix = origin[:, None, :] + local[None]
 
-    acc = values.new_zeros(n_tiles, TILE * TILE, D)
-    T = torch.ones(n_tiles, TILE * TILE, dtype=dtype, device=device)
-    done = torch.zeros(n_tiles, TILE * TILE, dtype=torch.bool, device=device)
-    # Gaussian parameters gathered by table entries; index N is a padding row that yields alpha = 0.
-    pad = lambda t: torch.cat([t, t.new_zeros(1, *t.shape[1:])], 0)  # noqa: E731
-    m_p, c_p, o_p, v_p = pad(means2d), pad(conics), pad(opacities), pad(values)
-    table = torch.where(table < 0, torch.full_like(table, len(means2d)), table)
+class _WeightedPairSum(torch.autograd.Function):
+    """out[p] = Σ_{pairs (p, g)} w · values[g], as a sparse (CSR) matrix product: [pixels, N] @ [N, D].
 
-    for s in range(0, table.shape[1], chunk):
-        active = ((counts > s) & ~done.all(1)).nonzero()[:, 0]
-        if len(active) == 0:
-            break
-        g = table[active, s:s + chunk]  # [A, k]
-        d = pix[active][:, :, None, :] - m_p[g][:, None, :, :]  # [A, P, k, 2]
-        con = c_p[g][:, None]  # [A, 1, k, 3]
-        sigma = 0.5 * (con[..., 0] * d[..., 0] ** 2 + con[..., 2] * d[..., 1] ** 2) + con[..., 1] * d[..., 0] * d[..., 1]
-        alpha = torch.clamp(o_p[g][:, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
-        alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-        T0, dn = T[active], done[active]
-        T_after = T0[..., None] * torch.cumprod(1 - alpha, -1)  # [A, P, k]
-        include = (T_after > T_MIN) & ~dn[..., None]
-        T_before = torch.cat([T0[..., None], T_after[..., :-1]], -1)
-        w = torch.where(include, alpha * T_before, torch.zeros_like(alpha))
-        contrib = w @ v_p[g]  # [A, P, D]
-        acc = acc.index_add(0, active, contrib)
-        T = T.index_put((active,), T0 - w.sum(-1))
-        done = done.index_put((active,), dn | (T_after[..., -1] <= T_MIN))
+    The forward never materialises the [pairs, D] gather; the backward does it only for the gradients asked for.
+    """
 
-    alpha_img = 1 - T
-    img = acc.reshape(tiles_y, tiles_x, TILE, TILE, D).permute(0, 2, 1, 3, 4).reshape(tiles_y * TILE, tiles_x * TILE, D)
-    a_img = alpha_img.reshape(tiles_y, tiles_x, TILE, TILE).permute(0, 2, 1, 3).reshape(tiles_y * TILE, tiles_x * TILE)
-    return img[:height, :width], a_img[:height, :width]
+    @staticmethod
+    def forward(ctx, w, values, crow, pix, gid):
+        ctx.save_for_backward(w, values, pix, gid)
+        W = torch.sparse_csr_tensor(crow, gid, w, size=(len(crow) - 1, values.shape[0]), check_invariants=False)
+        return W @ values
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        w, values, pix, gid = ctx.saved_tensors
+        g_pairs = grad_out[pix]  # [P, D]
+        grad_w = (g_pairs * values[gid]).sum(-1) if ctx.needs_input_grad[0] else None
+        grad_values = values.new_zeros(values.shape).index_add(0, gid, w[:, None] * g_pairs) \
+            if ctx.needs_input_grad[1] else None
+        return grad_w, grad_values, None, None, None

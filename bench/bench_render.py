@@ -1,0 +1,95 @@
+"""Renderer benchmark: 131k pixel-aligned Gaussians (two 256² views lifted by depth), RGB + depth + 64-d features.
+
+    python bench/bench_render.py --device cpu --backend torch --sizes 256
+    python bench/bench_render.py --device cuda --backend gsplat --sizes 256 512
+Prints one JSON line per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from openlsm.cameras import Cameras, look_at, unproject_depth
+from openlsm.gaussians import Gaussians, rgb_to_sh0
+from openlsm.render import render
+
+
+def pixel_aligned_scene(res: int = 256, feature_dim: int = 64, seed: int = 0) -> tuple[Gaussians, Cameras]:
+    """Two views of a wavy wall 3 m away; one Gaussian per pixel, about one pixel wide."""
+    g = torch.Generator().manual_seed(seed)
+    eyes = torch.tensor([[-0.2, 0.0, 0.0], [0.2, 0.0, 0.0]])
+    c2w = look_at(eyes, torch.tensor([[0.0, 0.0, 3.0]] * 2), torch.tensor([0.0, -1.0, 0.0]))
+    cams = Cameras.from_fov(60, res, res, c2w)
+    v, u = torch.meshgrid(torch.linspace(-1, 1, res), torch.linspace(-1, 1, res), indexing="ij")
+    depth = (3 + 0.3 * torch.sin(4 * u) * torch.cos(3 * v)).expand(2, res, res)
+    means = unproject_depth(depth, cams.Ks, cams.c2w).reshape(-1, 3)
+    n = means.shape[0]
+    px = (depth / cams.Ks[:, None, None, 0, 0]).reshape(-1)  # metres per pixel
+    rgb = torch.rand(n, 3, generator=g)
+    gs = Gaussians(means=means, quats=torch.randn(n, 4, generator=g),
+                   log_scales=torch.log(px * 0.7)[:, None].repeat(1, 3) + 0.2 * torch.randn(n, 3, generator=g),
+                   opacity_logits=torch.full((n,), 2.0), sh=rgb_to_sh0(rgb)[:, None, :],
+                   features=torch.randn(n, feature_dim, generator=g))
+    mid = look_at(torch.tensor([0.0, -0.05, 0.0]), torch.tensor([0.0, 0.0, 3.0]), torch.tensor([0.0, -1.0, 0.0]))
+    return gs, Cameras.from_fov(60, res, res, mid)
+
+
+def timed(fn, device, repeat):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--sizes", type=int, nargs="+", default=[256])
+    p.add_argument("--features", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--backward", action="store_true")
+    a = p.parse_args()
+    device = torch.device(a.device)
+    g, cam = pixel_aligned_scene(256, a.features)
+    g, cam = g.to(device), cam.to(device)
+    for size in a.sizes:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+        def fwd():
+            with torch.no_grad():
+                return render(g, cam, size, size, backend=a.backend)
+
+        t_fwd = timed(fwd, device, a.repeat)
+        res = {"bench": "render", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
+               f"cpu x{torch.get_num_threads()}", "backend": a.backend, "gaussians": len(g), "size": size,
+               "features": a.features, "forward_s": round(t_fwd, 5), "fps": round(1 / t_fwd, 1)}
+        if a.backward:
+            params = [t.requires_grad_() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features)]
+
+            def fwd_bwd():
+                out = render(g, cam, size, size, backend=a.backend)
+                (out.rgb.mean() + out.features.mean() + out.depth.mean()).backward()
+
+            res["forward_backward_s"] = round(timed(fwd_bwd, device, a.repeat), 5)
+            for t in params:
+                t.requires_grad_(False)
+        if device.type == "cuda":
+            res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

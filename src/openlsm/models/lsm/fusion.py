@@ -1,0 +1,77 @@
+"""Cross-modal fusion block of LSM: point features attend to themselves, then to external image tokens.
+
+Points of several samples arrive in the merged PTv3 layout (rows grouped by sample); they are padded to
+[B, maxN, C] with a key-padding mask, run through the block, and unpadded again.
+
+    block = CrossModalBlock(512, num_heads=8)
+    feats = block.forward_points(feats, counts, tokens)   # feats [N, 512], counts [B], tokens [B, L, 512]
+
+Parameter names follow LSM's `DecoderBlock`: norm1, attn, cross_attn, norm2, norm3, mlp.fc1/fc2, norm_y;
+the two attentions are `nn.MultiheadAttention(bias=False)` (only `in_proj_weight` and `out_proj.weight`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from openlsm.errors import OpenLSMError
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def pad_points(feats: Tensor, counts: Tensor, max_count: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """feats [N, C] grouped by sample, counts [B] -> padded [B, maxN, C], pad_mask [B, maxN] (True = padding),
+    and flat [N] positions of the points inside the padded tensor (for `unpad`)."""
+    counts = counts.long()
+    b = counts.shape[0]
+    max_count = int(counts.max()) if max_count is None else max_count
+    batch = torch.repeat_interleave(torch.arange(b, device=feats.device), counts, output_size=feats.shape[0])
+    starts = torch.cumsum(counts, 0) - counts
+    local = torch.arange(feats.shape[0], device=feats.device) - starts[batch]
+    flat = batch * max_count + local  # [N]
+    padded = feats.new_zeros(b * max_count, feats.shape[1]).index_copy(0, flat, feats)
+    pad_mask = torch.arange(max_count, device=feats.device)[None, :] >= counts[:, None]
+    return padded.view(b, max_count, -1), pad_mask, flat
+
+
+class CrossModalBlock(nn.Module):
+    """Self-attention over a sample's points, cross-attention to its tokens, then an MLP (all pre-norm)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        if dim % num_heads:
+            raise OpenLSMError(f"fusion dim {dim} is not divisible by {num_heads} heads")
+        # registration order = official state-dict order
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, bias=False, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, num_heads, bias=False, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm_y = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None, tokens: Tensor) -> Tensor:
+        """x [B, L, C] points, pad_mask [B, L] (True = padding), tokens [B, T, C] -> [B, L, C]."""
+        if tokens.ndim != 3 or tokens.shape[0] != x.shape[0] or tokens.shape[2] != x.shape[2]:
+            raise OpenLSMError(f"fusion tokens must be [{x.shape[0]}, T, {x.shape[2]}], got {tuple(tokens.shape)}")
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, key_padding_mask=pad_mask, need_weights=False)[0]
+        y = self.norm_y(tokens)
+        x = x + self.cross_attn(self.norm2(x), y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm3(x))
+
+    def forward_points(self, feats: Tensor, counts: Tensor, tokens: Tensor, max_count: int | None = None) -> Tensor:
+        """feats [N, C] in the merged layout (grouped by sample), counts [B], tokens [B, T, C] -> [N, C]."""
+        padded, pad_mask, flat = pad_points(feats, counts, max_count)
+        out = self(padded, pad_mask, tokens)  # [B, maxN, C]
+        return out.reshape(-1, out.shape[-1])[flat]

@@ -60,7 +60,12 @@ def main():
     p.add_argument("--features", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--backward", action="store_true")
+    p.add_argument("--channel-chunk", type=int, default=None, help="gsplat channels per pass")
     a = p.parse_args()
+    if a.channel_chunk:
+        import openlsm.render.render as rr
+
+        rr.GSPLAT_CHANNEL_CHUNK = a.channel_chunk
     device = torch.device(a.device)
     g, cam = pixel_aligned_scene(256, a.features)
     g, cam = g.to(device), cam.to(device)
@@ -75,7 +80,7 @@ def main():
         t_fwd = timed(fwd, device, a.repeat)
         res = {"bench": "render", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
                f"cpu x{torch.get_num_threads()}", "backend": a.backend, "gaussians": len(g), "size": size,
-               "features": a.features, "forward_s": round(t_fwd, 5), "fps": round(1 / t_fwd, 1)}
+               "features": a.features, "channel_chunk": a.channel_chunk, "forward_s": round(t_fwd, 5), "fps": round(1 / t_fwd, 1)}
         if a.backward:
             params = [t.requires_grad_() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features)]
 

@@ -3,10 +3,26 @@ import math
 import pytest
 import torch
 
-from openlsm.cameras import (Cameras, invert_rigid, look_at, make_K, opencv_to_opengl, opengl_to_opencv, project,
-                             quat_to_rotmat, rotmat_to_quat, unproject_depth)
-from openlsm.cameras.io import (read_cameras_json, read_colmap_text, read_transforms_json, write_cameras_json,
-                                write_colmap_text, write_transforms_json)
+from openlsm.cameras import (
+    Cameras,
+    invert_rigid,
+    look_at,
+    make_K,
+    opencv_to_opengl,
+    opengl_to_opencv,
+    project,
+    quat_to_rotmat,
+    rotmat_to_quat,
+    unproject_depth,
+)
+from openlsm.cameras.io import (
+    read_cameras_json,
+    read_colmap_text,
+    read_transforms_json,
+    write_cameras_json,
+    write_colmap_text,
+    write_transforms_json,
+)
 from openlsm.cameras.paths import ellipse_path, interpolate_poses, pull_back, slerp
 from openlsm.errors import OpenLSMError
 

@@ -60,7 +60,7 @@ class Cameras:
         self.width, self.height = int(self.width), int(self.height)
 
     @classmethod
-    def from_fov(cls, fov_x_deg: float, width: int, height: int, c2w: Tensor) -> "Cameras":
+    def from_fov(cls, fov_x_deg: float, width: int, height: int, c2w: Tensor) -> Cameras:
         """Centred principal point, square pixels, horizontal field of view in degrees."""
         f = 0.5 * width / math.tan(math.radians(fov_x_deg) / 2)
         K = make_K(f, f, width / 2, height / 2).to(c2w)
@@ -87,16 +87,16 @@ class Cameras:
     def __len__(self) -> int:
         return self.c2w.shape[0] if self.c2w.dim() > 2 else 1
 
-    def __getitem__(self, idx) -> "Cameras":
+    def __getitem__(self, idx) -> Cameras:
         return Cameras(self.Ks[idx], self.c2w[idx], self.width, self.height)
 
-    def to(self, *args, **kwargs) -> "Cameras":
+    def to(self, *args, **kwargs) -> Cameras:
         return Cameras(self.Ks.to(*args, **kwargs), self.c2w.to(*args, **kwargs), self.width, self.height)
 
-    def flatten(self) -> "Cameras":
+    def flatten(self) -> Cameras:
         return Cameras(self.Ks.reshape(-1, 3, 3), self.c2w.reshape(-1, 4, 4), self.width, self.height)
 
-    def rescale(self, width: int, height: int) -> "Cameras":
+    def rescale(self, width: int, height: int) -> Cameras:
         """Same cameras for another image size (intrinsics scaled about the image corner)."""
         sx, sy = width / self.width, height / self.height
         K = self.Ks.clone()
@@ -104,7 +104,7 @@ class Cameras:
         K[..., 1, :] *= sy
         return Cameras(K, self.c2w, width, height)
 
-    def crop(self, left: int, top: int, width: int, height: int) -> "Cameras":
+    def crop(self, left: int, top: int, width: int, height: int) -> Cameras:
         K = self.Ks.clone()
         K[..., 0, 2] -= left
         K[..., 1, 2] -= top

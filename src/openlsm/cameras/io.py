@@ -16,7 +16,15 @@ from pathlib import Path
 import torch
 
 from ..errors import OpenLSMError
-from .cameras import Cameras, invert_rigid, make_K, opencv_to_opengl, opengl_to_opencv, quat_to_rotmat, rotmat_to_quat
+from .cameras import (
+    Cameras,
+    invert_rigid,
+    make_K,
+    opencv_to_opengl,
+    opengl_to_opencv,
+    quat_to_rotmat,
+    rotmat_to_quat,
+)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -72,7 +80,7 @@ def read_transforms_json(path) -> tuple[Cameras, list[str]]:
     Ks, c2ws, names, sizes = [], [], [], set()
     try:
         for fr in frames:
-            get = lambda k: fr[k] if k in fr else doc[k]  # noqa: E731  per-frame values override the top level
+            get = lambda k: fr[k] if k in fr else doc[k]
             w, h = int(get("w")), int(get("h"))
             fx = float(get("fl_x"))
             fy = float(fr.get("fl_y", doc.get("fl_y", fx)))

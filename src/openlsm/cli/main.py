@@ -16,8 +16,10 @@ def _commands() -> dict[str, type]:
     from .demo import Demo
     from .info import Info
     from .render import Render
+    from .synth import Synth
+    from .train_semantics import TrainSemantics
 
-    return {"demo": Demo, "info": Info, "render": Render}
+    return {"demo": Demo, "info": Info, "render": Render, "synth": Synth, "train-semantics": TrainSemantics}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import tyro
 
@@ -17,7 +17,7 @@ class Render:
     """Gaussian scene (.ply, standard 3DGS layout)."""
     out: Path = Path("renders")
     """Output folder (refused if it exists, unless --overwrite)."""
-    cameras: Optional[Path] = None
+    cameras: Path | None = None
     """Key cameras: cameras.json, nerfstudio transforms.json or a COLMAP text folder. Default: around the scene."""
     path: Literal["orbit", "spiral", "interpolate", "keyframes"] = "orbit"
     """Camera path through/around the key cameras ('keyframes' renders exactly the given cameras)."""
@@ -41,7 +41,14 @@ class Render:
         from openlsm.cameras import Cameras
         from openlsm.cameras.io import write_cameras_json
         from openlsm.gaussians import load_ply
-        from openlsm.io.outputs import colorize, output_folder, save_depth_png16, save_png, save_video, to_uint8
+        from openlsm.io.outputs import (
+            colorize,
+            output_folder,
+            save_depth_png16,
+            save_png,
+            save_video,
+            to_uint8,
+        )
         from openlsm.render import render
         from openlsm.render.views import default_cameras, load_key_cameras, make_path
         from openlsm.runtime import pick_device

@@ -3,4 +3,4 @@
 from .gaussians import SH_C0, Gaussians, rgb_to_sh0, sh0_to_rgb
 from .ply import load_ply, save_ply
 
-__all__ = ["Gaussians", "SH_C0", "rgb_to_sh0", "sh0_to_rgb", "load_ply", "save_ply"]
+__all__ = ["SH_C0", "Gaussians", "load_ply", "rgb_to_sh0", "save_ply", "sh0_to_rgb"]

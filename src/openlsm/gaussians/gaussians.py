@@ -90,25 +90,25 @@ class Gaussians:
     def __len__(self) -> int:
         return self.means.shape[-2]
 
-    def _map(self, fn) -> "Gaussians":
+    def _map(self, fn) -> Gaussians:
         return Gaussians(**{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name)))
                             for f in fields(self)})
 
-    def to(self, *args, **kwargs) -> "Gaussians":
+    def to(self, *args, **kwargs) -> Gaussians:
         return self._map(lambda t: t.to(*args, **kwargs))
 
-    def detach(self) -> "Gaussians":
+    def detach(self) -> Gaussians:
         return self._map(lambda t: t.detach())
 
-    def __getitem__(self, idx) -> "Gaussians":
+    def __getitem__(self, idx) -> Gaussians:
         """Index the leading (scene) dimension of a batch, or select Gaussians of a single scene."""
         return self._map(lambda t: t[idx])
 
-    def select(self, mask: Tensor) -> "Gaussians":
+    def select(self, mask: Tensor) -> Gaussians:
         """Keep Gaussians of a single scene where mask [N] is true (or at given indices)."""
         return self._map(lambda t: t[mask])
 
-    def with_sh_degree(self, degree: int) -> "Gaussians":
+    def with_sh_degree(self, degree: int) -> Gaussians:
         """Truncate or zero-pad the SH coefficients to another degree."""
         k = (degree + 1) ** 2
         sh = self.sh[..., :k, :]
@@ -118,20 +118,20 @@ class Gaussians:
         return replace(self, sh=sh)
 
     @staticmethod
-    def cat(items: list["Gaussians"]) -> "Gaussians":
+    def cat(items: list[Gaussians]) -> Gaussians:
         """Concatenate the Gaussians of several single scenes into one."""
         return _combine(items, pad=False)
 
     @staticmethod
-    def stack(items: list["Gaussians"]) -> "Gaussians":
+    def stack(items: list[Gaussians]) -> Gaussians:
         """Batch several scenes [N_i] into [B, max N]; padding Gaussians are invisible."""
         return _combine(items, pad=True)
 
     @staticmethod
     def random(n: int, sh_degree: int = 0, feature_dim: int = 0, seed: int = 0, extent: float = 1.0,
-               dtype=torch.float32) -> "Gaussians":
+               dtype=torch.float32) -> Gaussians:
         g = torch.Generator().manual_seed(seed)
-        r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+        r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
         k = (sh_degree + 1) ** 2
         sh = r(n, k, 3) * 0.3
         sh[:, 0] = rgb_to_sh0(torch.rand(n, 3, generator=g, dtype=dtype))

@@ -3,4 +3,4 @@
 from .render import RenderOutput, gsplat_available, render
 from .sh import eval_sh, sh_basis
 
-__all__ = ["render", "RenderOutput", "gsplat_available", "eval_sh", "sh_basis"]
+__all__ = ["RenderOutput", "eval_sh", "gsplat_available", "render", "sh_basis"]

@@ -24,6 +24,9 @@ from .torch_backend import project_gaussians, rasterize
 
 log = logging.getLogger(__name__)
 Backend = Literal["auto", "torch", "gsplat"]
+# gsplat rasterises at most this many channels per pass (its own default is 32); RGB + 64-d features + depth
+# is 68 channels. Measured in bench/bench_render.py --channel-chunk.
+GSPLAT_CHANNEL_CHUNK = 32
 
 
 @dataclass
@@ -44,7 +47,7 @@ def gsplat_available() -> tuple[bool, str]:
             _gsplat_state["result"] = (False, "CUDA is not available")
         else:
             try:
-                import gsplat  # noqa: F401
+                import gsplat
 
                 _gsplat_state["result"] = (True, f"gsplat {gsplat.__version__}")
             except Exception as e:  # ImportError, or a broken install
@@ -131,6 +134,7 @@ def _render_gsplat(g, colors, feats, viewmats, Ks, width, height, near, far, eps
     values = colors if feats is None else torch.cat([colors, feats[None].expand(C, -1, -1)], -1)
     out, alphas, _ = rasterization(g.means, g.quats, g.scales, g.opacities, values, viewmats, Ks, width, height,
                                    near_plane=near, far_plane=far, eps2d=eps2d, sh_degree=None,
-                                   render_mode="RGB+ED", packed=False)
+                                   render_mode="RGB+ED", packed=False,
+                                   channel_chunk=GSPLAT_CHANNEL_CHUNK)
     fts = out[..., 3:-1] if feats is not None else None
     return out[..., :3], out[..., -1], alphas[..., 0], fts

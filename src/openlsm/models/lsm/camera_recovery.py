@@ -145,7 +145,7 @@ def _refine_pose(R: Tensor, t: Tensor, X: Tensor, xn: Tensor, iters: int = 10) -
         dproj[:, 0, 2], dproj[:, 1, 2] = -pc[:, 0] / z**2, -pc[:, 1] / z**2
         J = torch.cat([dproj @ -_skew(Y), dproj], -1).reshape(-1, 6)  # [2N, 6]
         H, g = J.T @ J, J.T @ r
-        step = torch.linalg.solve(H + lam * torch.diag(H.diagonal()) + 1e-12 * torch.eye(6, dtype=H.dtype), -g)
+        step = torch.linalg.solve(H + lam * torch.diag(H.diagonal()) + 1e-12 * torch.eye(6, dtype=H.dtype, device=H.device), -g)
         R_new, t_new = _so3_exp(step[:3]) @ R, t + step[3:]
         if residuals(R_new, t_new)[1].square().sum() < r.square().sum():
             R, t, lam = R_new, t_new, lam * 0.3

@@ -1,0 +1,249 @@
+"""Compact semantic extractor (~2M parameters) trained LSeg-style: per-pixel features aligned with the text
+embeddings of class names through a softmax cross-entropy over cosine similarities / temperature.
+
+    >>> names = ["wall", "floor", "chair"]
+    >>> model = train_small_extractor(batches, SmallTrainConfig(steps=200), class_names=names)
+    >>> feats = model(images * 2 - 1)                     # [B, D, H/2, W/2], D = text encoder dim
+    >>> save_small_extractor(model, "small.safetensors"); model = load_small_extractor("small.safetensors")
+
+`batches` is any iterable of `(images [B,3,H,W] in [0,1], labels [B,H,W] int64)`; label < 0 is ignored.
+Use `batches_from_dataset` for a map-style dataset of dicts (`images [V,3,H,W]`, `labels [V,H,W]`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import OpenLSMError
+from .base import SemanticExtractor
+from .vocab import TEMPLATES
+
+
+@dataclass(frozen=True)
+class SmallExtractorConfig:
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # stages at strides 2, 4, 8, 16
+    feature_dim: int = 384  # = text encoder dim (384 MiniLM, 512 CLIP)
+    groups: int = 8  # GroupNorm groups (batch-size independent)
+
+
+def conv_block(c_in: int, c_out: int, stride: int, groups: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.GroupNorm(min(groups, c_out), c_out),
+                         nn.GELU())
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int, groups: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_block(c, c, 1, groups), nn.Conv2d(c, c, 3, 1, 1, bias=False),
+                                  nn.GroupNorm(min(groups, c), c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x + self.body(x))
+
+
+class SmallExtractor(SemanticExtractor):
+    """Conv encoder (strides 2..16) + FPN-style top-down decoder to stride 2 + 1x1 head to the text space."""
+
+    size_multiple = 16
+
+    def __init__(self, cfg: SmallExtractorConfig = SmallExtractorConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.feature_dim = cfg.feature_dim
+        w, g = cfg.widths, cfg.groups
+        self.size_multiple = 2 ** len(w)
+        chans = (3,) + tuple(w)
+        self.downs = nn.ModuleList(
+            [nn.Sequential(conv_block(chans[i], chans[i + 1], 2, g), ResBlock(chans[i + 1], g)) for i in range(len(w))])
+        self.laterals = nn.ModuleList([nn.Conv2d(c, w[0], 1) for c in w])  # every level to the top width
+        self.fuse = nn.Sequential(conv_block(w[0], w[0], 1, g), ResBlock(w[0], g))
+        self.head = nn.Conv2d(w[0], cfg.feature_dim, 1)
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        self.check_images(images)
+        x, levels = images, []
+        for down in self.downs:
+            x = down(x)
+            levels.append(x)  # strides 2, 4, 8, ...
+        top = self.laterals[-1](levels[-1])
+        for lateral, level in zip(reversed(self.laterals[:-1]), reversed(levels[:-1])):
+            top = F.interpolate(top, size=level.shape[-2:], mode="bilinear", align_corners=False) + lateral(level)
+        return self.head(self.fuse(top))  # [B, D, H/2, W/2]
+
+
+@dataclass
+class SmallTrainConfig:
+    steps: int = 2000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.07  # logits = cos / temperature
+    text_encoder: str = "minilm"
+    templates: tuple[str, ...] = TEMPLATES
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    seed: int = 0
+    device: str = "cpu"
+    hflip: bool = True
+
+
+def _cycle(batches: Iterable) -> Iterable:
+    # re-iterate a re-iterable (list / DataLoader) forever; a one-shot iterator simply ends
+    for epoch in itertools.count():
+        n = 0
+        for item in batches:
+            n += 1
+            yield item
+        if n == 0:
+            raise OpenLSMError("the training data yielded no batches" if epoch == 0 else "training data exhausted")
+
+
+def batches_from_dataset(dataset, batch_size: int, seed: int = 0) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless random batches from a map-style dataset of dicts (`images [V,3,H,W]`, `labels [V,H,W]`); views
+    are flattened into the batch."""
+    if len(dataset) == 0:
+        raise OpenLSMError("empty dataset")
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        idx = torch.randint(len(dataset), (batch_size,), generator=gen).tolist()
+        items = [dataset[i] for i in idx]
+        images = torch.cat([torch.as_tensor(it["images"]).reshape(-1, *it["images"].shape[-3:]) for it in items])
+        labels = torch.cat([torch.as_tensor(it["labels"]).reshape(-1, *it["labels"].shape[-2:]) for it in items])
+        yield images.float(), labels.long()
+
+
+def drop_classes(names: list[str], ignore: tuple[str, ...] = ("void",)) -> tuple[list[str], torch.Tensor]:
+    """Names kept for training and a lookup table old id -> new id (-1 = ignored), e.g. to skip 'void'."""
+    kept = [n for n in names if n not in ignore]
+    lut = torch.tensor([kept.index(n) if n not in ignore else -1 for n in names], dtype=torch.int64)
+    return kept, lut
+
+
+def remap_labels(batches: Iterable, lut: torch.Tensor) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Apply `lut` to the labels of every batch (negative labels stay ignored)."""
+    for images, labels in batches:
+        yield images, torch.where(labels >= 0, lut[labels.clamp_min(0)], labels)
+
+
+def pixel_logits(model: SemanticExtractor, images01: torch.Tensor, text_features: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """[B, K, H, W] logits = cos(feature, text) / temperature, features upsampled to full resolution."""
+    feats = model(images01 * 2 - 1)  # the extractor interface takes [-1, 1]
+    feats = F.interpolate(feats, size=images01.shape[-2:], mode="bilinear", align_corners=False)
+    cos = torch.einsum("bdhw,kd->bkhw", F.normalize(feats, dim=1), F.normalize(text_features, dim=-1))
+    return cos / temperature
+
+
+def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_names: list[str] | None = None,
+                          text_features: torch.Tensor | None = None,
+                          callback: Callable[[int, float], None] | None = None) -> SmallExtractor:
+    """Train from scratch. Give `class_names` (embedded with `config.text_encoder` and its templates) or
+    precomputed `text_features [K, D]`. Returns the model (eval mode) with `.class_names`, `.text_encoder_name`."""
+    if text_features is None:
+        if not class_names:
+            raise OpenLSMError("train_small_extractor needs class_names or text_features")
+        from .text import get_text_encoder, label_embeddings
+
+        text_features = label_embeddings(get_text_encoder(config.text_encoder), class_names, config.templates)
+    device = torch.device(config.device)
+    texts = F.normalize(text_features.float(), dim=-1).to(device)  # [K, D], fixed (the text side is frozen)
+    num_classes = texts.shape[0]
+    torch.manual_seed(config.seed)
+    model = SmallExtractor(SmallExtractorConfig(widths=tuple(config.widths), feature_dim=texts.shape[1])).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.steps < 1:
+        raise OpenLSMError(f"steps must be >= 1, got {config.steps}")
+    warmup = max(1, config.steps // 20)  # linear warm-up, then cosine decay to 5%
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, config.steps - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    gen = torch.Generator().manual_seed(config.seed)
+    model.train()
+    for step, (images, labels) in zip(range(config.steps), _cycle(batches)):
+        images, labels = images.to(device).float(), labels.to(device).long()
+        if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[-2:]):
+            raise OpenLSMError(f"bad batch: images {tuple(images.shape)}, labels {tuple(labels.shape)}")
+        if int(labels.max()) >= num_classes:
+            raise OpenLSMError(f"label {int(labels.max())} out of range for {num_classes} classes")
+        if config.hflip and torch.rand((), generator=gen) < 0.5:
+            images, labels = images.flip(-1), labels.flip(-1)
+        logits = pixel_logits(model, images, texts, config.temperature)
+        loss = F.cross_entropy(logits, labels.masked_fill(labels < 0, -100), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if callback is not None:
+            callback(step, float(loss.detach()))
+    model.eval()
+    model.class_names = list(class_names) if class_names else None
+    model.text_encoder_name = config.text_encoder
+    return model
+
+
+@torch.no_grad()
+def pixel_accuracy(model: SemanticExtractor, batches: Iterable, text_features: torch.Tensor,
+                   max_batches: int = 10) -> float:
+    """Fraction of labelled pixels whose argmax-cosine class is right."""
+    model.eval()
+    device = next(model.parameters()).device
+    right = total = 0
+    for images, labels in itertools.islice(batches, max_batches):
+        labels = labels.to(device)
+        pred = pixel_logits(model, images.to(device).float(), text_features.to(device).float(), 1.0).argmax(1)
+        valid = labels >= 0
+        right += int((pred[valid] == labels[valid]).sum())
+        total += int(valid.sum())
+    return right / max(total, 1)
+
+
+def save_small_extractor(model: SmallExtractor, path: str | Path) -> None:
+    """safetensors file with the config, class names and text encoder name in its metadata (atomic write)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {"config": json.dumps(asdict(model.cfg)), "class_names": json.dumps(getattr(model, "class_names", None)),
+            "text_encoder": str(getattr(model, "text_encoder_name", "minilm"))}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_small_extractor(path: str | Path, device: str | torch.device = "cpu") -> SmallExtractor:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise OpenLSMError(f"small extractor weights not found: {path}")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "config" not in meta:
+        raise OpenLSMError(f"{path.name} is not a small-extractor file (no config metadata)")
+    raw = json.loads(meta["config"])
+    cfg = SmallExtractorConfig(**{**raw, "widths": tuple(raw["widths"])})
+    model = SmallExtractor(cfg)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    model.class_names = json.loads(meta.get("class_names", "null"))
+    model.text_encoder_name = meta.get("text_encoder", "minilm")
+    return model.to(device).eval()

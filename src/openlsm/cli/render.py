@@ -33,8 +33,6 @@ class Render:
     overwrite: bool = False
 
     def run(self) -> int:
-        import json
-
         import torch
         from rich.console import Console
 
@@ -43,6 +41,7 @@ class Render:
         from openlsm.gaussians import load_ply
         from openlsm.io.outputs import (
             colorize,
+            dump_config,
             output_folder,
             save_depth_png16,
             save_png,
@@ -74,6 +73,6 @@ class Render:
                 save_video(tmp / "rgb.mp4", rgbs)
                 save_video(tmp / "depth.mp4", depths)
             write_cameras_json(tmp / "cameras.json", cams.to("cpu"))
-            (tmp / "config.json").write_text(json.dumps({k: str(v) for k, v in vars(self).items()}, indent=2))
+            dump_config(tmp / "config.yaml", command=self)
         console.print(f"rendered {len(rgbs)} views of {len(g)} Gaussians to {self.out}")
         return 0

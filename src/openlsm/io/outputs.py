@@ -106,3 +106,26 @@ def save_video(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 30)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _plain(x):
+    """Dataclass fields -> YAML-safe values (paths as strings, tuples as lists)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def dump_config(path: str | os.PathLike, **sections) -> Path:
+    """Write dataclass configs (or plain dicts) as YAML, one top-level key per section."""
+    import dataclasses
+
+    import yaml
+
+    doc = {name: _plain(dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for name, v in sections.items()}
+    path = Path(path)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -17,6 +17,8 @@ autograd differentiates it and it runs wherever PyTorch does.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -146,7 +148,9 @@ class _WeightedPairSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, values, crow, pix, gid):
         ctx.save_for_backward(w, values, pix, gid)
-        W = torch.sparse_csr_tensor(crow, gid, w, size=(len(crow) - 1, values.shape[0]), check_invariants=False)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long stable
+            warnings.simplefilter("ignore", UserWarning)
+            W = torch.sparse_csr_tensor(crow, gid, w, size=(len(crow) - 1, values.shape[0]), check_invariants=False)
         return W @ values
 
     @staticmethod

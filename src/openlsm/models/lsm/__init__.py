@@ -4,3 +4,10 @@ from openlsm.models.lsm.camera_recovery import recover_cameras
 from openlsm.models.lsm.geometry import GeometryConfig, GeometryNet, GeometryOutput
 
 __all__ = ["GeometryConfig", "GeometryNet", "GeometryOutput", "recover_cameras"]
+
+from openlsm.models.lsm.gaussian_head import GaussianHead, GaussianHeadConfig
+from openlsm.models.lsm.knn import knn_mean_sq_dist
+from openlsm.models.lsm.model import LSM, LSMConfig, LSMOutput, load_official_lsm_checkpoint
+
+__all__ += ["LSM", "GaussianHead", "GaussianHeadConfig", "LSMConfig", "LSMOutput", "knn_mean_sq_dist",
+            "load_official_lsm_checkpoint"]

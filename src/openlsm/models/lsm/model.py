@@ -1,0 +1,220 @@
+"""The Large Spatial Model: two unposed images -> pixel-aligned 3D Gaussians with colour and semantic features.
+
+Module attributes give the official `LSM_Dust3R` state-dict prefixes (`dust3r.dust3r.`, `point_transformer.`,
+`gaussian_head.`, `lseg_feature_extractor.`, `feature_expansion.`, `feature_reduction.`), so the `paper` preset
+takes an official `checkpoint-final.pth` directly.
+
+    model = LSM(LSMConfig.tiny()).eval()
+    out = model(img1, img2)                  # images [B, 3, H, W] in [-1, 1], H, W multiples of 16
+    out.gaussians                            # Gaussians [B, 2HW] (view-1 pixels, then view-2 pixels)
+    out.geometry.pts3d_1, out.semantic_features   # GeometryOutput, [B, 2, D, H/2, W/2]
+    load_official_lsm_checkpoint(LSM(LSMConfig.paper()), "checkpoint-final.pth")
+
+Forward (lsm.md §2.1): geometry net -> semantic features of both views (frozen extractor) -> 8x8 pooled tokens
+and a per-pixel residual (1x1 conv + bilinear x2) -> merge the detached point maps, normalise to [-1, 1],
+feat = [xyz, rgb] -> point transformer fused with encoder tokens and semantic tokens -> Gaussian head.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from openlsm.errors import OpenLSMError
+from openlsm.gaussians.gaussians import Gaussians
+from openlsm.models.checkpoint_io import (
+    KeyReport,
+    complete_tied,
+    load_official_checkpoint,
+    model_state_of,
+    report_keys,
+)
+from openlsm.models.lsm.gaussian_head import GaussianHead, GaussianHeadConfig
+from openlsm.models.lsm.geometry import GeometryConfig, GeometryNet, GeometryOutput, check_images
+from openlsm.models.lsm.ptv3 import PointTransformer, PTv3Config, normalize_points
+from openlsm.models.semantics.lseg import LSegConfig, LSegNet
+from openlsm.models.semantics.small_extractor import SmallExtractor, SmallExtractorConfig
+
+
+@dataclass
+class LSMConfig:
+    geometry: GeometryConfig = field(default_factory=GeometryConfig.paper)
+    point_transformer: PTv3Config = field(default_factory=PTv3Config.paper)
+    head: GaussianHeadConfig = field(default_factory=GaussianHeadConfig)
+    semantic: Literal["lseg", "small"] = "lseg"  # which 2D extractor sits at `lseg_feature_extractor`
+    lseg: LSegConfig = field(default_factory=LSegConfig)
+    small_extractor: SmallExtractorConfig = field(default_factory=SmallExtractorConfig)
+    token_pool: int = 8  # official `tokenizer = AvgPool2d(8, 8)` on the H/2 features
+    freeze_semantic: bool = True  # official `freeze_lseg: true` (no grad, eval mode)
+
+    @property
+    def semantic_dim(self) -> int:
+        return self.lseg.out_dim if self.semantic == "lseg" else self.small_extractor.feature_dim
+
+    @classmethod
+    def paper(cls) -> LSMConfig:
+        """The official model (1,100,071,497 parameters): DUSt3R ViT-L/DPT, PTv3 with fusion, LSeg."""
+        return cls()
+
+    @classmethod
+    def small(cls) -> LSMConfig:
+        """~25 M parameters: small geometry net, small PTv3, the small extractor (384-d MiniLM space)."""
+        return cls(geometry=GeometryConfig.small(), point_transformer=PTv3Config.small(),
+                   head=GaussianHeadConfig(in_dim=PTv3Config.small().out_channels, feature_dim=64),
+                   semantic="small", small_extractor=SmallExtractorConfig())
+
+    @classmethod
+    def tiny(cls) -> LSMConfig:
+        """For CPU tests: every part tiny, 16-d semantic space."""
+        ptv3 = PTv3Config.tiny()
+        return cls(geometry=GeometryConfig.tiny(), point_transformer=ptv3,
+                   head=GaussianHeadConfig(in_dim=ptv3.out_channels, feature_dim=16), semantic="small",
+                   small_extractor=SmallExtractorConfig(widths=(8, 16, 16, 16), feature_dim=ptv3.semantic_dim,
+                                                        groups=4))
+
+    @classmethod
+    def preset(cls, name: str) -> LSMConfig:
+        presets = {"tiny": cls.tiny, "small": cls.small, "paper": cls.paper}
+        if name not in presets:
+            raise OpenLSMError(f"unknown LSM preset {name!r}; choose one of {sorted(presets)}")
+        return presets[name]()
+
+    def __post_init__(self) -> None:
+        pt = self.point_transformer
+        if self.semantic not in ("lseg", "small"):
+            raise OpenLSMError(f"semantic must be 'lseg' or 'small', got {self.semantic!r}")
+        if self.geometry.enc_dim != pt.geometry_dim:
+            raise OpenLSMError(f"geometry enc_dim {self.geometry.enc_dim} != point_transformer.geometry_dim "
+                               f"{pt.geometry_dim}")
+        if self.semantic_dim != pt.semantic_dim:
+            raise OpenLSMError(f"semantic feature dim {self.semantic_dim} != point_transformer.semantic_dim "
+                               f"{pt.semantic_dim}")
+        if self.head.in_dim != pt.out_channels:
+            raise OpenLSMError(f"head in_dim {self.head.in_dim} != point transformer output {pt.out_channels}")
+
+
+class GeometryWrapper(nn.Module):
+    """Holds the geometry net as `.dust3r`, giving the official `dust3r.dust3r.` prefix."""
+
+    def __init__(self, config: GeometryConfig):
+        super().__init__()
+        self.dust3r = GeometryNet(config)
+
+    def forward(self, img1: Tensor, img2: Tensor) -> GeometryOutput:
+        return self.dust3r(img1, img2)
+
+
+@dataclass
+class LSMOutput:
+    gaussians: Gaussians  # [B, 2HW]: view-1 pixels (row-major), then view-2 pixels
+    geometry: GeometryOutput  # point maps [B, H, W, 3] in view 1's frame, confidences, encoder tokens
+    semantic_features: Tensor  # [B, 2, D, H/2, W/2] frozen extractor output (loss targets come from these)
+    center: Tensor  # [B, 1, 3] normalisation of the merged points: coords = (pts - center) / scale
+    scale: Tensor  # [B, 1, 1]
+
+    def view(self, v: int) -> Gaussians:
+        """The Gaussians of view v (0 or 1): [B, HW]."""
+        hw = self.gaussians.means.shape[1] // 2
+        return self.gaussians._map(lambda t: t[:, v * hw:(v + 1) * hw])
+
+
+def views_to_points(x: Tensor, batch: int) -> Tensor:
+    """'(v b) c h w -> b (v h w) c': [2B, C, h, w] view-major -> [B, 2hw, C]."""
+    return x.unflatten(0, (2, batch)).permute(1, 0, 3, 4, 2).flatten(1, 3)
+
+
+class LSM(nn.Module):
+    def __init__(self, config: LSMConfig | None = None):
+        super().__init__()
+        cfg = self.config = config or LSMConfig.paper()
+        d_sem, d_feat = cfg.semantic_dim, cfg.head.feature_dim
+        # Registration order follows the official model (state-dict order).
+        self.dust3r = GeometryWrapper(cfg.geometry)
+        self.point_transformer = PointTransformer(cfg.point_transformer)
+        self.gaussian_head = GaussianHead(cfg.head)
+        if cfg.semantic == "lseg":
+            self.lseg_feature_extractor = LSegNet(cfg.lseg)
+        else:
+            self.lseg_feature_extractor = SmallExtractor(cfg.small_extractor)
+        self.tokenizer = nn.AvgPool2d(cfg.token_pool, cfg.token_pool)
+        self.feature_expansion = nn.Sequential(nn.Upsample(scale_factor=0.5, mode="bilinear"),
+                                               nn.Conv2d(d_feat, d_sem, 1))
+        self.feature_reduction = nn.Sequential(nn.Conv2d(d_sem, d_feat, 1),
+                                               nn.Upsample(scale_factor=2, mode="bilinear"))
+        if cfg.freeze_semantic:
+            self.lseg_feature_extractor.requires_grad_(False)
+            self.lseg_feature_extractor.eval()
+
+    def train(self, mode: bool = True) -> LSM:
+        super().train(mode)
+        if self.config.freeze_semantic:  # the frozen extractor stays in eval mode (its BatchNorms)
+            self.lseg_feature_extractor.eval()
+        return self
+
+    def extract_semantics(self, images: Tensor) -> Tensor:
+        """images [N, 3, H, W] in [-1, 1] -> [N, D, H/2, W/2]."""
+        if self.config.freeze_semantic:
+            with torch.no_grad():
+                return self.lseg_feature_extractor(images)
+        return self.lseg_feature_extractor(images)
+
+    def expand_features(self, feature_maps: Tensor) -> Tensor:
+        """Rendered feature maps [N, feature_dim, H, W] -> [N, D, H/2, W/2] in the extractor's space."""
+        return self.feature_expansion(feature_maps)
+
+    def forward(self, img1: Tensor, img2: Tensor, generator: torch.Generator | None = None) -> LSMOutput:
+        check_images(img1, img2, self.config.geometry.patch_size)
+        if img1.shape != img2.shape:
+            raise OpenLSMError(f"both images must have one shape, got {tuple(img1.shape)} and {tuple(img2.shape)}")
+        B, _, H, W = img1.shape
+        if H % (2 * self.config.token_pool) or W % (2 * self.config.token_pool):
+            raise OpenLSMError(f"image size {H}x{W} must be a multiple of {2 * self.config.token_pool}")
+        geo = self.dust3r(img1, img2)
+        images = torch.cat([img1, img2], 0)  # [2B, 3, H, W] view-major
+        sem = self.extract_semantics(images)  # [2B, D, H/2, W/2]
+        sem_tokens = views_to_points(self.tokenizer(sem), B)  # [B, 2 (H/16)(W/16), D]
+        sem_residual = views_to_points(self.feature_reduction(sem), B)  # [B, 2HW, feature_dim]
+
+        points = torch.stack([geo.pts3d_1, geo.pts3d_2], 1).detach().reshape(B, 2 * H * W, 3)  # [B, 2HW, 3]
+        colors = views_to_points(images, B)  # [B, 2HW, 3] in [-1, 1]
+        coords, center, scale = normalize_points(points)
+        feats = torch.cat([coords, colors], -1)  # [B, 2HW, 6]
+        offsets = torch.arange(1, B + 1, device=img1.device) * (2 * H * W)
+        point_feats = self.point_transformer(coords.reshape(-1, 3), feats.reshape(-1, 6), offsets,
+                                             geo.enc_tokens, sem_tokens, generator)  # [B*2HW, C]
+        gaussians = self.gaussian_head(point_feats.reshape(B, 2 * H * W, -1), points, colors * 0.5 + 0.5,
+                                       sem_residual)
+        return LSMOutput(gaussians, geo, sem.unflatten(0, (2, B)).transpose(0, 1), center, scale)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Unique parameter elements (tied tensors counted once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def load_official_lsm_checkpoint(model: LSM, source: str | os.PathLike | dict, strict: bool = True,
+                                 skip_prefixes: tuple[str, ...] = ()) -> KeyReport:
+    """Load an official LSM checkpoint (`ckpt['model']` with the `LSM_Dust3R` key set) into `model`.
+
+    DPT aliases (`layer{i}_rn` / `layer_rn.{i-1}`) may appear under either name. Keys under `skip_prefixes` are
+    neither loaded nor required: `("dust3r.", "lseg_feature_extractor.")` mimics the official loader, which
+    takes DUSt3R and LSeg weights from their own checkpoints. Mis-shaped keys always raise; with `strict`,
+    missing or unexpected keys raise too. Returns the KeyReport."""
+    ckpt = source if isinstance(source, dict) else load_official_checkpoint(source)
+    model_string = getattr(ckpt.get("args"), "model", None)
+    if isinstance(model_string, str) and not model_string.lstrip().startswith("LSM"):
+        raise OpenLSMError(f"not an LSM checkpoint (its model is {model_string.split('(')[0]!r})")
+    def keep(key: str) -> bool:
+        return not (skip_prefixes and key.startswith(skip_prefixes))
+
+    state = complete_tied(model, {k: v for k, v in model_state_of(ckpt).items() if keep(k)})
+    own = {k: v for k, v in model.state_dict().items() if keep(k)}
+    report = report_keys(own, state)
+    if report.mismatched or (strict and not report.ok):
+        raise OpenLSMError(f"LSM checkpoint does not fit the model: {report}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return report

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...cameras import Cameras
 from ...errors import OpenLSMError
-from .raycast import RenderConfig, render, scene_tensors
-from .sampler import SamplerConfig, sample_views
+from .raycast import RenderConfig, merge_scenes, render, render_batch, scene_tensors
+from .sampler import SamplerConfig, sample_views, sample_views_batch
 from .scene import SceneConfig, generate_scene
 
 SPLITS = {"train": (0, 10_000_000), "val": (10_000_000, 10_010_000), "test": (10_010_000, 10_020_000)}
@@ -61,6 +62,25 @@ def make_sample(seed: int, cfg: SynthConfig = SynthConfig(), epoch: int = 0, dev
             "covisibility": torch.tensor(info["covisibility"], dtype=torch.float32)}
 
 
+def make_samples(seeds: list[int], cfg: SynthConfig = SynthConfig(), epoch: int = 0, device=None) -> dict:
+    """make_sample for many seeds at once, stacked on a leading axis (images [S,V,3,H,W], ...).
+
+    All scenes are cast together (probe renders of the camera sampler and the final render), so a GPU sees a
+    few large launches per batch instead of many small ones per sample. Same values as make_sample.
+    """
+    scenes = [generate_scene(int(s), cfg.scene) for s in seeds]
+    st = merge_scenes([scene_tensors(sc) for sc in scenes], device)
+    rngs = [np.random.default_rng([int(s), int(epoch), 0xCA3]) for s in seeds]
+    drawn = sample_views_batch(st, scenes, rngs, cfg.width, cfg.height, cfg.views, cfg.sampler)
+    cams = Cameras(torch.stack([c.Ks for c, _ in drawn]), torch.stack([c.c2w for c, _ in drawn]), cfg.width,
+                   cfg.height).to(device=st.device)
+    out = render_batch(st, cams, cfg.render)
+    return {"images": out["rgb"], "depths": out["depth"], "valid": out["valid"], "Ks": cams.Ks, "c2w": cams.c2w,
+            "labels": out["labels"], "instances": out["instances"], "normals": out["normals"],
+            "scene_seed": torch.tensor([int(s) for s in seeds]),
+            "covisibility": torch.tensor([i["covisibility"] for _, i in drawn], dtype=torch.float32)}
+
+
 class SynthRooms(Dataset):
     """Procedural rooms rendered on the fly (see module docstring for the seed ranges)."""
 
@@ -89,6 +109,14 @@ class SynthRooms(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         return make_sample(split_seed(self.split, index), self.cfg, self.epoch, self.device)
+
+    def sample_batch(self, indices, device=None) -> dict:
+        """Items `indices` stacked on a leading axis, rendered together (see make_samples); for GPU loaders."""
+        for i in indices:
+            if not 0 <= int(i) < self.length:
+                raise IndexError(i)
+        seeds = [split_seed(self.split, int(i)) for i in indices]
+        return make_samples(seeds, self.cfg, self.epoch, self.device if device is None else device)
 
 
 def worker_init_fn(worker_id: int) -> None:

@@ -100,6 +100,50 @@ def _cams(eyes, targets, fov, width, height) -> Cameras:
 def sample_views(st: SceneTensors, scene: Scene, rng: np.random.Generator, width: int, height: int,
                  views: int = 3, cfg: SamplerConfig = SamplerConfig()) -> tuple[Cameras, dict]:
     """Cameras [views] (inputs first) and info {covisibility, fov}."""
+    steps = _sample_steps(scene, rng, width, height, views, cfg)
+    try:
+        probes = next(steps)
+        while True:
+            depths, _ = render_depth(st, probes.to(device=st.device, dtype=st.dtype), tile=8)
+            probes = steps.send(depths.cpu())
+    except StopIteration as stop:
+        return stop.value
+
+
+def sample_views_batch(st: SceneTensors, scenes: list[Scene], rngs: list[np.random.Generator], width: int,
+                       height: int, views: int = 3, cfg: SamplerConfig = SamplerConfig()) -> list[tuple[Cameras, dict]]:
+    """sample_views for S scenes at once: st = merge_scenes(...) of those scenes; the probe renders of all
+    scenes go through one `render_depth` per step (same cameras as S calls of sample_views)."""
+    gens = [_sample_steps(sc, r, width, height, views, cfg) for sc, r in zip(scenes, rngs)]
+    results: list = [None] * len(gens)
+    pending = {}
+    for i, g in enumerate(gens):
+        try:
+            pending[i] = next(g)
+        except StopIteration as stop:
+            results[i] = stop.value
+    while pending:
+        idx = list(pending)
+        probes = [pending[i] for i in idx]
+        lens = [len(p) for p in probes]
+        cams = Cameras(torch.cat([p.Ks for p in probes]), torch.cat([p.c2w for p in probes]),
+                       probes[0].width, probes[0].height)
+        vs = torch.repeat_interleave(torch.tensor(idx), torch.tensor(lens)).to(st.device)
+        depths, _ = render_depth(st, cams.to(device=st.device, dtype=st.dtype), tile=8, view_scene=vs)
+        depths = depths.cpu()
+        pending = {}
+        for i, d in zip(idx, depths.split(lens)):
+            try:
+                pending[i] = gens[i].send(d)
+            except StopIteration as stop:
+                results[i] = stop.value
+    return results
+
+
+def _sample_steps(scene: Scene, rng: np.random.Generator, width: int, height: int, views: int,
+                  cfg: SamplerConfig):
+    """Generator behind sample_views: yields probe Cameras, receives their depths [V,H,W] (CPU), returns
+    (cams, info). Keeping the rng draws in one place lets single and batched sampling agree exactly."""
     if views < 1:
         raise ValueError("views must be >= 1")
     cells = free_cells(scene, cfg.clearance)
@@ -124,7 +168,7 @@ def sample_views(st: SceneTensors, scene: Scene, rng: np.random.Generator, width
         return _cams(eye0[None], tgt0[None], fov, width, height), {"covisibility": 1.0, "fov": fov}
     ph, pw = cfg.probe_size
     probe0 = _cams(eye0[None], tgt0[None], fov, pw, ph)
-    d0, _ = render_depth(st, probe0.to(device=st.device, dtype=st.dtype), tile=8)
+    d0 = yield probe0
     pts0 = unproject_depth(d0[0].cpu().double(), probe0.Ks[0].double(), probe0.c2w[0].double()).numpy()
     # second-view candidates: free cells at a baseline, looking at points seen by view 0
     dist = np.linalg.norm(cells - eye0[:2], axis=1)
@@ -140,8 +184,7 @@ def sample_views(st: SceneTensors, scene: Scene, rng: np.random.Generator, width
     jj = rng.integers(pw // 4, pw - pw // 4, n)
     tgts1 = pts0[ii, jj] + rng.normal(0, 0.15, (n, 3))
     probes = _cams(np.concatenate([eye0[None], eyes1]), np.concatenate([tgt0[None], tgts1]), fov, pw, ph)
-    depths, _ = render_depth(st, probes.to(device=st.device, dtype=st.dtype), tile=8)
-    depths = depths.cpu()
+    depths = (yield probes).cpu()
     covis = np.array([(covisibility(depths, probes, 0, k) + covisibility(depths, probes, k, 0)) / 2
                       for k in range(1, n + 1)])
     lo_c, hi_c = cfg.covis_range

@@ -11,40 +11,9 @@ read out at full image resolution. `PointHead` adds DUSt3R's exp-depth / exp-con
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-class ResidualConvUnit(nn.Module):
-    """x + conv(relu(conv(relu(x)))), 3x3 convs with bias, no normalisation."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
-        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
-
-
-class FusionBlock(nn.Module):
-    """Fuse the coarser path with a skip feature, refine, upsample x2 (bilinear, align_corners) and mix 1x1.
-
-    `out_conv` is registered before the residual units to keep the official state-dict order.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.out_conv = nn.Conv2d(dim, dim, 1)
-        self.resConfUnit1 = ResidualConvUnit(dim)
-        self.resConfUnit2 = ResidualConvUnit(dim)
-
-    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
-        if skip is not None:
-            x = x + self.resConfUnit1(skip)
-        x = self.resConfUnit2(x)
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
-        return self.out_conv(x)
+from openlsm.models.layers import FusionBlock
 
 
 class Scratch(nn.Module):

@@ -16,17 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from openlsm.errors import OpenLSMError
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+from openlsm.models.layers import Mlp
 
 
 def pad_points(feats: Tensor, counts: Tensor, max_count: int | None = None) -> tuple[Tensor, Tensor, Tensor]:

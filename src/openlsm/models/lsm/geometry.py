@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from openlsm.errors import OpenLSMError
+from openlsm.models.layers import Mlp
 from openlsm.models.lsm.dpt import PointHead
 from openlsm.models.lsm.rope import apply_rope_2d, patch_positions
 
@@ -98,17 +99,6 @@ class GeometryOutput:
 
 def _layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=1e-6)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from openlsm.errors import OpenLSMError
+from openlsm.models.layers import Mlp
 from openlsm.models.lsm.fusion import CrossModalBlock
 from openlsm.models.lsm.serialization import MAX_DEPTH, ORDERS, bit_length, encode, sort_codes
 from openlsm.models.lsm.sparse_conv import SubMConv3d, VoxelIndex
@@ -256,17 +257,6 @@ class SerializedAttention(nn.Module):
         return self.proj(out)
 
 
-class PointMlp(nn.Module):
-    def __init__(self, channels: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(channels, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class Block(nn.Module):
     """cpe (sparse conv -> Linear -> LN) residual, then pre-norm patch attention and MLP."""
 
@@ -278,7 +268,7 @@ class Block(nn.Module):
         self.norm1 = nn.Sequential(nn.LayerNorm(channels))
         self.attn = SerializedAttention(channels, num_heads, patch_size, order_index)
         self.norm2 = nn.Sequential(nn.LayerNorm(channels))
-        self.mlp = nn.Sequential(PointMlp(channels, int(channels * mlp_ratio)))
+        self.mlp = nn.Sequential(Mlp(channels, int(channels * mlp_ratio)))
         self.drop_path = drop_path
         self.conv_method = conv_method
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import OpenLSMError
+from ..layers import FusionBlock
 from .base import SemanticExtractor
 from .clip_text import CLIP, CLIPConfig, half_linear_weights
 
@@ -170,44 +171,13 @@ class Backbone(nn.Module):
 
 
 # ---------------------------------------------------------------- DPT decoder ("scratch")
-class ResidualConvUnit(nn.Module):
-    def __init__(self, features: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(features, features, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(features, features, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(features)
-        self.bn2 = nn.BatchNorm2d(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn1(self.conv1(F.relu(x)))
-        out = self.bn2(self.conv2(F.relu(out)))
-        return out + x
-
-
-class FusionBlock(nn.Module):
-    """Add the refined skip, refine, upsample x2 (bilinear, align_corners=True), 1x1 conv."""
-
-    def __init__(self, features: int):
-        super().__init__()
-        self.out_conv = nn.Conv2d(features, features, 1)
-        self.resConfUnit1 = ResidualConvUnit(features)
-        self.resConfUnit2 = ResidualConvUnit(features)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        if skip is not None:
-            x = x + self.resConfUnit1(skip)
-        x = self.resConfUnit2(x)
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
-        return self.out_conv(x)
-
-
 class Scratch(nn.Module):
     def __init__(self, cfg: LSegConfig):
         super().__init__()
         for i, dim in enumerate(cfg.post_dims, start=1):
             self.add_module(f"layer{i}_rn", nn.Conv2d(dim, cfg.features, 3, padding=1, bias=False))
         for i in range(1, 5):
-            self.add_module(f"refinenet{i}", FusionBlock(cfg.features))
+            self.add_module(f"refinenet{i}", FusionBlock(cfg.features, batch_norm=True))
         self.head1 = nn.Conv2d(cfg.features, cfg.out_dim, 1)
 
     def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:

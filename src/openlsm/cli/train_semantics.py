@@ -44,9 +44,13 @@ class TrainSemantics:
     lr: float = 2e-3
     temperature: float = 0.07
     """Softmax temperature on cosine similarities."""
-    text_encoder: Literal["minilm", "clip"] = "minilm"
+    text_encoder: Literal["minilm", "clip", "table"] = "minilm"
     clip_weights: Path | None = None
     """CLIP / LSeg checkpoint for --text-encoder clip."""
+    text_table: Path | None = None
+    """Precomputed text embeddings for --text-encoder table (written by `--write-text-table`)."""
+    write_text_table: Path | None = None
+    """Only write the embeddings of every prompt this command needs (training and held-out names) and exit."""
     widths: tuple[int, ...] = (32, 64, 128, 256)
     """Channels of the extractor stages (strides 2, 4, 8, 16)."""
     seed: int = 0
@@ -54,9 +58,13 @@ class TrainSemantics:
     log_every: int = 100
     val_batches: int = 8
     """Validation batches for the final pixel accuracy."""
+    test_scenes: int = 0
+    """SynthRooms test scenes for the final mIoU with training names and held-out synonyms (0: skip)."""
 
     def run(self) -> int:
         import json
+
+        import torch
 
         from ..models.semantics import (
             SmallTrainConfig,
@@ -73,10 +81,21 @@ class TrainSemantics:
         SynthRooms, all_names = load_synthrooms()
         if self.resolution % 16:
             raise OpenLSMError(f"--resolution must be a multiple of 16, got {self.resolution}")
+        from ..models.semantics.evaluate import evaluate_extractor, query_sets
+        from ..models.semantics.text import save_text_table
+        from ..models.semantics.vocab import HELD_OUT, TEMPLATES, prompts_for
+
         train = SynthRooms("train", self.resolution, views=self.views)
         names, lut = drop_classes(list(all_names))  # 'void' pixels are ignored, not a class
-        kwargs = {"weights": self.clip_weights} if self.text_encoder == "clip" else {}
-        texts = label_embeddings(get_text_encoder(self.text_encoder, **kwargs), names)
+        kwargs = {"clip": {"weights": self.clip_weights}, "table": {"path": self.text_table}}.get(
+            self.text_encoder, {})
+        encoder = get_text_encoder(self.text_encoder, **kwargs)
+        if self.write_text_table is not None:
+            words = names + [h for n in names for h in HELD_OUT.get(n, ())]
+            save_text_table(encoder, [p for w in words for p in prompts_for(w, TEMPLATES)], self.write_text_table)
+            print(json.dumps({"text_table": str(self.write_text_table), "words": len(words)}))
+            return 0
+        texts = label_embeddings(encoder, names)
         cfg = SmallTrainConfig(steps=self.steps, lr=self.lr, temperature=self.temperature,
                                text_encoder=self.text_encoder, widths=tuple(self.widths), seed=self.seed,
                                device=self.device)
@@ -85,12 +104,36 @@ class TrainSemantics:
             if step % self.log_every == 0 or step == self.steps - 1:
                 print(f"step {step:6d}  loss {loss:.4f}", flush=True)
 
-        batches = remap_labels(batches_from_dataset(train, self.batch_size, self.seed), lut)
+        device = torch.device(self.device)
+        batches = remap_labels(self._batches(train, self.seed, device), lut)
         model = train_small_extractor(batches, cfg, class_names=names, text_features=texts, callback=log)
         val = SynthRooms("val", self.resolution, views=self.views)
-        val_batches = remap_labels(batches_from_dataset(val, self.batch_size, self.seed + 1), lut)
+        val_batches = remap_labels(self._batches(val, self.seed + 1, device), lut)
         acc = pixel_accuracy(model, val_batches, texts, max_batches=self.val_batches)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         save_small_extractor(model, self.out)
-        print(json.dumps({"out": str(self.out), "val_pixel_accuracy": acc, "classes": len(names)}))
+        result = {"out": str(self.out), "val_pixel_accuracy": acc, "classes": len(names)}
+        if self.test_scenes > 0:
+            test = SynthRooms("test", self.resolution, views=self.views, length=self.test_scenes)
+            ordered = (test.sample_batch(range(i, min(i + self.batch_size, len(test))), device=device)
+                       for i in range(0, len(test), self.batch_size))
+            flat = ((b["images"].flatten(0, 1), b["labels"].flatten(0, 1)) for b in ordered)
+            result["test"] = evaluate_extractor(model, remap_labels(flat, lut),
+                                                query_sets(encoder, names))
+            result["test_scenes"] = self.test_scenes
+        print(json.dumps(result))
         return 0
+
+    def _batches(self, dataset, seed: int, device):
+        """Random batches; on CUDA all scenes of a batch are ray-cast together (SynthRooms.sample_batch)."""
+        import torch
+
+        from ..models.semantics import batches_from_dataset
+
+        if device.type == "cpu":
+            yield from batches_from_dataset(dataset, self.batch_size, seed)
+            return
+        gen = torch.Generator().manual_seed(seed)
+        while True:
+            b = dataset.sample_batch(torch.randint(len(dataset), (self.batch_size,), generator=gen).tolist(), device)
+            yield b["images"].flatten(0, 1), b["labels"].flatten(0, 1)

@@ -131,7 +131,7 @@ def drop_classes(names: list[str], ignore: tuple[str, ...] = ("void",)) -> tuple
 def remap_labels(batches: Iterable, lut: torch.Tensor) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """Apply `lut` to the labels of every batch (negative labels stay ignored)."""
     for images, labels in batches:
-        yield images, torch.where(labels >= 0, lut[labels.clamp_min(0)], labels)
+        yield images, torch.where(labels >= 0, lut.to(labels.device)[labels.clamp_min(0)], labels)
 
 
 def pixel_logits(model: SemanticExtractor, images01: torch.Tensor, text_features: torch.Tensor,

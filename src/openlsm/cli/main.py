@@ -14,13 +14,14 @@ from ..errors import OpenLSMError
 
 def _commands() -> dict[str, type]:
     from .demo import Demo
+    from .eval import Eval
     from .info import Info
     from .render import Render
     from .synth import Synth
     from .train import Train
     from .train_semantics import TrainSemantics
 
-    return {"demo": Demo, "info": Info, "render": Render, "synth": Synth, "train": Train,
+    return {"demo": Demo, "eval": Eval, "info": Info, "render": Render, "synth": Synth, "train": Train,
             "train-semantics": TrainSemantics}
 
 

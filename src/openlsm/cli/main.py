@@ -20,9 +20,10 @@ def _commands() -> dict[str, type]:
     from .synth import Synth
     from .train import Train
     from .train_semantics import TrainSemantics
+    from .view import View
 
     return {"demo": Demo, "eval": Eval, "info": Info, "render": Render, "synth": Synth, "train": Train,
-            "train-semantics": TrainSemantics}
+            "train-semantics": TrainSemantics, "view": View}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,8 +41,15 @@ def test_paper_state_dict_matches_official_tsv():
 def test_hooks_scale_with_depth():
     assert GeometryConfig.paper().hooks == [0, 6, 9, 12]
     assert GeometryConfig.tiny().hooks == [0, 2, 3, 4]
-    assert GeometryConfig.small().hooks == [0, 2, 3, 4]
-    assert 15e6 < count_parameters(GeometryNet(GeometryConfig.small())) < 30e6
+    assert GeometryConfig.small().hooks == [0, 1, 2, 3]  # decoder depth 3: [0, d/2, 3d/4, d] rounded
+
+
+def test_small_lsm_ships_in_40_mb_of_16_bit_weights():
+    from openlsm.models.lsm.model import LSM, LSMConfig
+
+    with torch.device("meta"):
+        n = count_parameters(LSM(LSMConfig.small()))
+    assert 10e6 < n and 2 * n < 40e6
 
 
 @pytest.mark.parametrize("H,W", [(32, 48), (48, 32), (48, 80)])

@@ -48,9 +48,10 @@ class GeometryConfig:
 
     @classmethod
     def small(cls) -> GeometryConfig:
-        """About 20.9 M parameters: a 6-block ViT-S-width encoder, two 4-block decoders of width 192, slim DPTs."""
-        return cls(enc_dim=384, enc_depth=6, enc_heads=6, dec_dim=192, dec_depth=4, dec_heads=3,
-                   dpt_layer_dims=[32, 64, 128, 256], dpt_feature_dim=96, dpt_last_dim=48)
+        """About 9.2 M parameters: a 5-block 256-wide encoder, two 3-block decoders of width 160, slim DPTs
+        (sized so the whole small LSM ships as <= 40 MB of 16-bit weights)."""
+        return cls(enc_dim=256, enc_depth=5, enc_heads=4, dec_dim=160, dec_depth=3, dec_heads=4,
+                   dpt_layer_dims=[24, 48, 96, 192], dpt_feature_dim=64, dpt_last_dim=32)
 
     @classmethod
     def tiny(cls) -> GeometryConfig:

@@ -83,7 +83,7 @@ class PTv3Config:
         return PTv3Config(
             enc_depths=(1, 1, 1, 2, 1), enc_channels=(16, 32, 64, 128, 256), enc_num_heads=(1, 2, 4, 8, 16),
             enc_patch_sizes=(512,) * 5, dec_channels=(64, 32, 64, 128), dec_num_heads=(4, 2, 4, 8),
-            dec_patch_sizes=(512,) * 4, geometry_dim=384, semantic_dim=384, cross_num_heads=8,
+            dec_patch_sizes=(512,) * 4, geometry_dim=256, semantic_dim=384, cross_num_heads=8,
             multi_scale_num_heads=4,
         )
 

@@ -13,7 +13,7 @@ if [ "${PHASE:-1}" = 1 ]; then
     --resolution 256 --views 4 --batch-size 6 --test-scenes 200 --device cuda 2>&1 | log 2
   python3 bench/bench_train.py --device cuda --presets small --size 256 --batch $BS --precision bf16 --steps 5 \
     --warmup 2 2>&1 | log 1 | tee /tmp/bench.json
-  RATE=$(python3 -c "import json;print(json.loads(open('/tmp/bench.json').read().strip().splitlines()[-1])['pairs_per_s_with_data'])")
+  RATE=$(python3 -c "import json;print(json.loads(open('/tmp/bench.json').read().strip().splitlines()[-1])['pairs_per_s_with_data'])" 2>/dev/null || echo 4)
   STEPS=$(python3 -c "print(int($RATE * $TRAIN_S / $BS))"); echo "$STEPS" > outputs/steps.txt
   echo "rate $RATE pairs/s -> $STEPS steps"
 fi

@@ -4,7 +4,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from openlsm.cameras import Cameras, look_at
@@ -83,11 +82,3 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, scene_ply, monkeypatc
         main(["render", str(scene_ply), "--out", str(tmp_path / "r"), "--frames", "2", "--width", "16",
               "--height", "16"])
     assert [p.name for p in tmp_path.iterdir()] == ["scene.ply"]
-
-
-def test_demo_writes_ply_and_renders(tmp_path):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--frames", "2", "--size", "32"]) == 0
-    assert (out / "gaussians.ply").stat().st_size > 0
-    assert len(list((out / "renders" / "rgb").iterdir())) == 2
-    assert yaml.safe_load((out / "renders" / "config.yaml").read_text())["command"]["frames"] == 2

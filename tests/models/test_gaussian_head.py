@@ -46,9 +46,11 @@ def test_knn_exact_for_dense_points_far_from_origin():
 def test_knn_chunking_and_small_sets():
     g = torch.Generator().manual_seed(2)
     pts = torch.rand(777, 3, generator=g)
-    full = knn_mean_sq_dist(pts)
-    tiny_chunks = knn_mean_sq_dist(pts, max_elements=777 * 5)  # 5 queries per chunk, uneven last chunk
-    torch.testing.assert_close(full, tiny_chunks)
+    full = knn_mean_sq_dist(pts)  # 777^2 pairs: the all-pairs path
+    grid = knn_mean_sq_dist(pts, fallback_elements=0)  # the grid search alone
+    tiny_chunks = knn_mean_sq_dist(pts, max_elements=64, fallback_elements=0)  # many small chunks
+    torch.testing.assert_close(full, grid, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grid, tiny_chunks, rtol=0, atol=0)
     torch.testing.assert_close(knn_mean_sq_dist(pts, k=1).double(), brute_knn(pts, 1), rtol=1e-5, atol=1e-9)
     two = torch.tensor([[0.0, 0, 0], [0.0, 3, 4]])
     torch.testing.assert_close(knn_mean_sq_dist(two), torch.tensor([25.0, 25.0]))  # fewer than k neighbours

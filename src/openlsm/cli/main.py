@@ -15,15 +15,19 @@ from ..errors import OpenLSMError
 def _commands() -> dict[str, type]:
     from .demo import Demo
     from .eval import Eval
+    from .export import Export
     from .info import Info
+    from .reconstruct import Reconstruct
     from .render import Render
+    from .segment import Segment
     from .synth import Synth
     from .train import Train
     from .train_semantics import TrainSemantics
     from .view import View
 
-    return {"demo": Demo, "eval": Eval, "info": Info, "render": Render, "synth": Synth, "train": Train,
-            "train-semantics": TrainSemantics, "view": View}
+    return {"demo": Demo, "eval": Eval, "export": Export, "info": Info, "reconstruct": Reconstruct,
+            "render": Render, "segment": Segment, "synth": Synth, "train": Train, "train-semantics": TrainSemantics,
+            "view": View}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,6 @@ class TrainSemantics:
 
         from ..models.semantics import (
             SmallTrainConfig,
-            batches_from_dataset,
             drop_classes,
             get_text_encoder,
             label_embeddings,

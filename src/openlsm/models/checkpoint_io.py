@@ -251,20 +251,36 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def save_model(dir_or_path: str | os.PathLike, module: nn.Module, config=None) -> Path:
+def save_model(dir_or_path: str | os.PathLike, module: nn.Module, config=None,
+               dtype: torch.dtype | None = None) -> Path:
     """Write `model.safetensors` + `config.json` into a directory (or `x.safetensors` + `x.json`).
 
-    Tied tensors are stored once (under their first name); `load_strict` restores the other names."""
+    Tied tensors are stored once (under their first name); `load_strict` restores the other names. `dtype`
+    (e.g. torch.float16) casts the floating-point tensors; a value it cannot hold raises OpenLSMError."""
     from safetensors.torch import save_file
 
     weights_path, config_path = _paths(dir_or_path)
     aliases = {n for names in tied_keys(module).values() for n in names[1:]}
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items() if k not in aliases}
+    if dtype is not None:
+        tensors = {k: _cast(k, v, dtype) for k, v in tensors.items()}
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
     meta = {"format": "openlsm", "version": 1, "module": type(module).__name__, "config": cfg}
+    if dtype is not None:
+        meta["dtype"] = str(dtype).removeprefix("torch.")
     _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     _atomic_write(config_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return weights_path
+
+
+def _cast(name: str, tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    if not tensor.is_floating_point():
+        return tensor
+    out = tensor.to(dtype)
+    if not torch.isfinite(out).all() and torch.isfinite(tensor).all():
+        raise OpenLSMError(f"cannot store {name} as {dtype}: its values overflow (max |x| = "
+                           f"{tensor.abs().max().item():.3g})")
+    return out
 
 
 def load_state(dir_or_path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:

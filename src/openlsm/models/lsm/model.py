@@ -9,6 +9,8 @@ takes an official `checkpoint-final.pth` directly.
     out.gaussians                            # Gaussians [B, 2HW] (view-1 pixels, then view-2 pixels)
     out.geometry.pts3d_1, out.semantic_features   # GeometryOutput, [B, 2, D, H/2, W/2]
     load_official_lsm_checkpoint(LSM(LSMConfig.paper()), "checkpoint-final.pth")
+    model.save("runs/lsm", dtype=torch.float16)  # model.safetensors + config.json (our format)
+    model = LSM.load("runs/lsm")              # fp32, eval mode
 
 Forward (lsm.md §2.1): geometry net -> semantic features of both views (frozen extractor) -> 8x8 pooled tokens
 and a per-pixel residual (1x1 conv + bilinear x2) -> merge the detached point maps, normalise to [-1, 1],
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -27,12 +30,18 @@ from torch import Tensor, nn
 from openlsm.errors import OpenLSMError
 from openlsm.gaussians.gaussians import Gaussians
 from openlsm.models.checkpoint_io import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
     KeyReport,
     complete_tied,
     load_official_checkpoint,
+    load_state,
+    load_strict,
     model_state_of,
     report_keys,
+    save_model,
 )
+from openlsm.models.lsm.config_dict import config_from_dict, config_to_dict
 from openlsm.models.lsm.gaussian_head import GaussianHead, GaussianHeadConfig
 from openlsm.models.lsm.geometry import GeometryConfig, GeometryNet, GeometryOutput, check_images
 from openlsm.models.lsm.ptv3 import PointTransformer, PTv3Config, normalize_points
@@ -82,6 +91,15 @@ class LSMConfig:
         if name not in presets:
             raise OpenLSMError(f"unknown LSM preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()
+
+    def to_dict(self) -> dict:
+        """Nested plain dict (JSON-ready, tuples as lists); `LSMConfig.from_dict` inverts it."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LSMConfig:
+        """Rebuild from `to_dict` output: tuples restored, types checked, unknown keys -> OpenLSMError."""
+        return config_from_dict(cls, d)
 
     def __post_init__(self) -> None:
         pt = self.point_transformer
@@ -155,6 +173,31 @@ class LSM(nn.Module):
             self.lseg_feature_extractor.eval()
         return self
 
+    def save(self, path_dir: str | os.PathLike, dtype: torch.dtype | str | None = None) -> Path:
+        """Write `model.safetensors` + `config.json` into `path_dir` (each file atomically). `dtype`
+        (torch.float16 / "fp16", "bf16", ...) stores the floating-point weights in that type (fp16 halves
+        the size); `LSM.load` casts back to fp32. Returns the weights path."""
+        if Path(path_dir).suffix == ".safetensors":
+            raise OpenLSMError(f"LSM.save takes a folder, got the file name {path_dir}")
+        return save_model(path_dir, self, self.config.to_dict(), dtype=_dtype(dtype))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> LSM:
+        """An `LSM.save` output (its folder or its model.safetensors) -> fp32 model in eval mode on `device`.
+        Anything else (another model's file, wrong keys or shapes) raises a one-line OpenLSMError."""
+        p = Path(path)
+        if p.name == WEIGHTS_NAME and not p.with_suffix(".json").exists() and (p.parent / CONFIG_NAME).exists():
+            p = p.parent  # the file inside a saved folder: its config is config.json
+        state, meta = load_state(p)
+        if not isinstance(meta, dict) or meta.get("format") != "openlsm" or meta.get("module") != "LSM":
+            module = meta.get("module") if isinstance(meta, dict) else None
+            raise OpenLSMError(f"{path} holds {f'a {module}' if module else 'no openlsm'} model, not an LSM")
+        config = LSMConfig.from_dict(meta.get("config"))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        model = cls(config)
+        load_strict(model, state, what=f"LSM file {path}")
+        return model.to(device).eval()
+
     def extract_semantics(self, images: Tensor) -> Tensor:
         """images [N, 3, H, W] in [-1, 1] -> [N, D, H/2, W/2]."""
         if self.config.freeze_semantic:
@@ -165,6 +208,12 @@ class LSM(nn.Module):
     def expand_features(self, feature_maps: Tensor) -> Tensor:
         """Rendered feature maps [N, feature_dim, H, W] -> [N, D, H/2, W/2] in the extractor's space."""
         return self.feature_expansion(feature_maps)
+
+    def reconstruct(self, images, **kwargs):
+        """Images (paths, arrays or tensors) -> `openlsm.scene.Scene`; see `openlsm.reconstruct.reconstruct`."""
+        from openlsm.reconstruct import reconstruct
+
+        return reconstruct(self, images, **kwargs)
 
     def forward(self, img1: Tensor, img2: Tensor, generator: torch.Generator | None = None) -> LSMOutput:
         check_images(img1, img2, self.config.geometry.patch_size)
@@ -189,6 +238,18 @@ class LSM(nn.Module):
         gaussians = self.gaussian_head(point_feats.reshape(B, 2 * H * W, -1), points, colors * 0.5 + 0.5,
                                        sem_residual)
         return LSMOutput(gaussians, geo, sem.unflatten(0, (2, B)).transpose(0, 1), center, scale)
+
+
+_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
+           "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+
+
+def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    raise OpenLSMError(f"unsupported weight dtype {dtype!r}; use one of {sorted(_DTYPES)}")
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -251,9 +251,9 @@ class SerializedAttention(nn.Module):
         c = feats.shape[1]
         h = self.num_heads
         slots, back, mask, k = level.patches(self.order_index % level.codes.shape[0], self.patch_size, batch_min)
-        qkv = self.qkv(feats)[slots].view(-1, k, 3, h, c // h).permute(2, 0, 3, 1, 4)  # [3, P, H, K, D]
+        qkv = self.qkv(feats).index_select(0, slots).view(-1, k, 3, h, c // h).permute(2, 0, 3, 1, 4)  # [3,P,H,K,D]
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)  # [P, H, K, D]
-        out = out.transpose(1, 2).reshape(-1, c)[back]  # [N, C]
+        out = out.transpose(1, 2).reshape(-1, c).index_select(0, back)  # [N, C]
         return self.proj(out)
 
 

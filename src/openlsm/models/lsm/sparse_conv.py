@@ -66,23 +66,40 @@ class VoxelIndex:
         if kernel_size % 2 != 1 or kernel_size // 2 > MARGIN:
             raise OpenLSMError(f"kernel size must be odd and at most {2 * MARGIN + 1}, got {kernel_size}")
         if kernel_size not in self._neighbours:
-            r = kernel_size // 2
+            k, r, u = kernel_size, kernel_size // 2, self.num_voxels
             steps = torch.arange(-r, r + 1, device=self.keys.device)
-            offsets = torch.cartesian_prod(steps, steps, steps)  # [k^3, 3]
-            offset_keys = (offsets[:, 0] * self.side + offsets[:, 1]) * self.side + offsets[:, 2]  # [k^3]
-            queries = self.keys[:, None] + offset_keys[None, :]  # [U, k^3]
-            found = torch.searchsorted(self.keys, queries).clamp_(max=self.num_voxels - 1)
-            hit = self.keys[found] == queries
-            self._neighbours[kernel_size] = torch.where(hit, found, self.num_voxels)
+            dxy = torch.cartesian_prod(steps, steps)  # [k^2, 2] columns (x, y offsets)
+            # The k voxels (x+dx, y+dy, z-r .. z+r) of a column have consecutive keys: one binary search for
+            # the column's first key, then its occupied voxels are the next <= k sorted keys.
+            firsts = self.keys[:, None] + (dxy[:, 0] * self.side + dxy[:, 1]) * self.side - r  # [U, k^2]
+            found = torch.searchsorted(self.keys, firsts)
+            padded = torch.cat([self.keys, self.keys.new_full((k,), torch.iinfo(self.keys.dtype).max)])
+            # Stored offset-major [k^2, k, U] (flattened; offsets x-major, then y, then z), which `pairs` reads
+            # without a transpose, + one slot that takes the misses.
+            table = torch.full((k**3 * u + 1,), u, dtype=torch.long, device=self.keys.device)
+            slots = (torch.arange(k * k, device=self.keys.device) * (k * u))[None, :] + torch.arange(
+                u, device=self.keys.device)[:, None]  # [U, k^2] slot of (column, dz = 0)
+            for j in range(k):
+                dz = padded[found + j] - firsts  # z offset + r of the j-th key from the column start
+                table.scatter_(0, torch.where(dz < k, slots + dz * u, len(table) - 1).flatten(),
+                               (found + j).flatten())
+            self._neighbours[kernel_size] = table[:-1].view(k**3, u).t()
         return self._neighbours[kernel_size]
 
     def pairs(self, kernel_size: int) -> list[tuple[Tensor, Tensor]]:
         """Per kernel offset: (output voxels, their neighbour voxels) for the neighbours that exist."""
         if kernel_size not in self._pairs:
             neighbours = self.neighbours(kernel_size)
-            hits = neighbours < self.num_voxels
-            self._pairs[kernel_size] = [(hits[:, o].nonzero().squeeze(1), neighbours[hits[:, o], o])
-                                        for o in range(neighbours.shape[1])]
+            # One pass over all offsets: pairs come out grouped by offset, output voxels ascending in each.
+            by_offset = neighbours.t().contiguous()  # [k^3, U], already stored so (no copy)
+            hits = by_offset < self.num_voxels
+            found = hits.view(-1).nonzero().squeeze(1)
+            counts = hits.sum(1)  # [k^3]
+            starts = torch.arange(len(counts), device=found.device) * self.num_voxels
+            rows = found - torch.repeat_interleave(starts, counts, output_size=len(found))
+            sources = by_offset.view(-1)[found]
+            counts = counts.tolist()
+            self._pairs[kernel_size] = list(zip(rows.split(counts), sources.split(counts)))
         return self._pairs[kernel_size]
 
 
@@ -93,7 +110,7 @@ def _keys(batch: Tensor, grid: Tensor, side: int) -> Tensor:
 def voxel_features(feats: Tensor, index: VoxelIndex) -> Tensor:
     """[N, C] point features -> [U, C] voxel features (sum over duplicate points)."""
     if index.first is not None:
-        return feats[index.first]
+        return feats.index_select(0, index.first)
     out = feats.new_zeros(index.num_voxels, feats.shape[1])
     return out.index_add(0, index.inverse, feats)
 
@@ -118,8 +135,8 @@ def submanifold_conv3d(feats: Tensor, index: VoxelIndex, weight: Tensor, bias: T
         centre = k**3 // 2
         out = voxels @ kernels[centre]  # the centre offset always hits the site itself
         for o, (rows, sources) in enumerate(index.pairs(k)):
-            if o != centre and rows.numel():
-                out = out.index_add(0, rows, voxels[sources] @ kernels[o])
+            if o != centre and rows.numel():  # in place: no copy of the output per offset
+                out.index_add_(0, rows, voxels.index_select(0, sources) @ kernels[o])
     elif method == "im2col":
         neighbours = index.neighbours(k)  # [U, k^3]
         voxels = torch.cat([voxels, voxels.new_zeros(1, c_in)])  # row U is the empty voxel
@@ -130,7 +147,7 @@ def submanifold_conv3d(feats: Tensor, index: VoxelIndex, weight: Tensor, bias: T
         out = torch.cat(outs) if outs else feats.new_zeros(0, c_out)
     else:
         raise OpenLSMError(f"unknown sparse conv method {method!r}")
-    out = out[index.inverse]  # [N, C_out]
+    out = out.index_select(0, index.inverse)  # [N, C_out]
     return out + bias if bias is not None else out
 
 

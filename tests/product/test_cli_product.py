@@ -282,3 +282,13 @@ def test_failure_while_writing_leaves_nothing(tmp_path, photo_pair, tiny_checkpo
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("openlsm: error:") and "No space left" in last and "Traceback" not in stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_render_command_takes_the_folder_itself(recon, tmp_path):
+    out, _, _ = recon
+    args = ["--path", "keyframes", "--width", R, "--height", R, "--no-video"]
+    assert run_cli(["render", out, *args, "--out", tmp_path / "a"])[0] == 0
+    assert run_cli(["render", out / "gaussians.ply", "--cameras", out / "cameras.json", *args, "--out",
+                    tmp_path / "b"])[0] == 0
+    a = np.asarray(Image.open(tmp_path / "a" / "rgb" / "0000.png"))
+    assert np.array_equal(a, np.asarray(Image.open(tmp_path / "b" / "rgb" / "0000.png")))

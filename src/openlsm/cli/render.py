@@ -14,7 +14,8 @@ class Render:
     """Render a 3DGS PLY file (ours or any standard one) along a camera path."""
 
     scene: tyro.conf.Positional[Path]
-    """Gaussian scene (.ply, standard 3DGS layout)."""
+    """Gaussian scene (.ply, standard 3DGS layout), or a folder written by `openlsm reconstruct` (its
+    gaussians.ply, with its cameras.json as the default key cameras)."""
     out: Path = Path("renders")
     """Output folder (refused if it exists, unless --overwrite)."""
     cameras: Path | None = None
@@ -53,10 +54,15 @@ class Render:
         from openlsm.runtime import pick_device
 
         device = pick_device(self.device)
-        g = load_ply(self.scene).to(device)
-        keys = load_key_cameras(self.cameras) if self.cameras else default_cameras(g, self.fov, self.width,
+        ply, key_file = self.scene, self.cameras
+        if self.scene.is_dir():
+            ply = self.scene / "gaussians.ply"
+            if key_file is None and (self.scene / "cameras.json").is_file():
+                key_file = self.scene / "cameras.json"
+        g = load_ply(ply).to(device)
+        keys = load_key_cameras(key_file) if key_file else default_cameras(g, self.fov, self.width,
                                                                                    self.height)
-        keys = keys.rescale(self.width, self.height) if self.cameras else keys
+        keys = keys.rescale(self.width, self.height) if key_file else keys
         c2ws = keys.c2w if self.path == "keyframes" else make_path(keys.c2w, self.path, self.frames)
         cams = Cameras(keys.Ks[:1].expand(len(c2ws), 3, 3), c2ws, self.width, self.height).to(device)
         console = Console(stderr=True)

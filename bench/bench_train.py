@@ -72,6 +72,17 @@ def bench_preset(preset: str, a, dev: torch.device) -> dict:
                 times.append(time.perf_counter() - t)
     except torch.OutOfMemoryError:
         return {**res, "oom": True}
+    if a.profile:  # one more step under the profiler: where does a training step spend its time?
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            loss, _ = loss_module(batch, torch.Generator().manual_seed(0))
+            scaler.scale(loss).backward()
+            opt.zero_grad(set_to_none=True)
+            sync()
+        key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
     step_s = sorted(times)[len(times) // 2]
     res.update(step_ms=round(1000 * step_s, 1), pairs_per_s=round(a.batch / step_s, 2),
                data_ms=round(1000 * data_s, 1), data_first_ms=round(1000 * data_first, 1),
@@ -93,6 +104,7 @@ def main():
     p.add_argument("--loss", choices=["paper", "official-code"], default="paper")
     p.add_argument("--freeze", nargs="*", default=[], help="e.g. geometry_encoder (the official setting)")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one more step")
     p.add_argument("--warmup", type=int, default=3)
     a = p.parse_args()
     dev = torch.device(a.device)

@@ -64,4 +64,4 @@ class CrossModalBlock(nn.Module):
         """feats [N, C] in the merged layout (grouped by sample), counts [B], tokens [B, T, C] -> [N, C]."""
         padded, pad_mask, flat = pad_points(feats, counts, max_count)
         out = self(padded, pad_mask, tokens)  # [B, maxN, C]
-        return out.reshape(-1, out.shape[-1])[flat]
+        return out.reshape(-1, out.shape[-1]).index_select(0, flat)

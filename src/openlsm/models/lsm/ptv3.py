@@ -311,7 +311,7 @@ class SerializedUnpooling(nn.Module):
                                        nn.GELU())
 
     def forward(self, feats: Tensor, skip: Tensor, cluster: Tensor) -> Tensor:
-        return self.proj_skip(skip) + self.proj(feats)[cluster]
+        return self.proj_skip(skip) + self.proj(feats).index_select(0, cluster)  # backward: index_add, not sort
 
 
 class Embedding(nn.Module):

@@ -12,26 +12,16 @@ from collections.abc import Iterable
 
 import torch
 
+from ...eval.metrics import confusion_matrix, segmentation_scores
 from .small_extractor import pixel_logits
 from .text import TextEncoder, label_embeddings
 from .vocab import HELD_OUT
 
 
-def confusion_matrix(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """[K, K] int64 counts, rows = ground truth, columns = prediction; gt < 0 is ignored."""
-    keep = gt >= 0
-    idx = gt[keep].long() * num_classes + pred[keep].long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).cpu()
-
-
 def miou_and_accuracy(conf: torch.Tensor) -> tuple[float, float]:
     """Mean IoU over classes present in the ground truth or the prediction, and pixel accuracy."""
-    conf = conf.double()
-    tp = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - tp
-    present = union > 0
-    miou = float((tp[present] / union[present]).mean()) if present.any() else float("nan")
-    return miou, float(tp.sum() / conf.sum().clamp_min(1))
+    scores = segmentation_scores(conf)
+    return scores["miou"], scores["acc"]
 
 
 def query_sets(encoder: TextEncoder, names: list[str]) -> dict[str, torch.Tensor]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import OpenLSMError
+from ..io.atomic import write_text_atomic  # noqa: F401  (callers import it from here)
 from .cameras import (
     Cameras,
     invert_rigid,
@@ -25,20 +25,6 @@ from .cameras import (
     quat_to_rotmat,
     rotmat_to_quat,
 )
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _read_json(path: str | os.PathLike) -> dict:

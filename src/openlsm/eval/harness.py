@@ -21,13 +21,13 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from openlsm.errors import OpenLSMError
+from openlsm.io.atomic import write_text_atomic
 
 from . import metrics as M
 from .baselines import (
@@ -338,18 +338,7 @@ def _jsonable(obj):
 
 def write_metrics(result: dict, path: str | os.PathLike) -> Path:
     """Write strict JSON atomically (temp file in the same folder + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_text_atomic(path, json.dumps(result, indent=2, allow_nan=False) + "\n")
 
 
 # --- the table ---------------------------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ file rely on to show the big picture first.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import OpenLSMError
+from ..io.atomic import write_bytes_atomic
 from .gaussians import Gaussians, rgb_to_sh0, sh0_to_rgb
 
 SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
@@ -53,16 +53,7 @@ def gaussians_to_splat(g: Gaussians) -> np.ndarray:
 def save_splat(path: str | os.PathLike, g: Gaussians) -> Path:
     """Write atomically (temp file + rename)."""
     path = Path(path)
-    data = gaussians_to_splat(g).tobytes()
-    fd, tmp = tempfile.mkstemp(suffix=".splat.tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, gaussians_to_splat(g).tobytes())
 
 
 def load_splat(path: str | os.PathLike) -> Gaussians:

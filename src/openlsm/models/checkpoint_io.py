@@ -16,7 +16,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from openlsm.errors import OpenLSMError
+from openlsm.io.atomic import atomic_write
 
 LSM_DUST3R_PREFIX = "dust3r.dust3r."
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
@@ -238,19 +238,6 @@ def _paths(dir_or_path: str | os.PathLike) -> tuple[Path, Path]:
     return p / WEIGHTS_NAME, p / CONFIG_NAME
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_model(dir_or_path: str | os.PathLike, module: nn.Module, config=None,
                dtype: torch.dtype | None = None) -> Path:
     """Write `model.safetensors` + `config.json` into a directory (or `x.safetensors` + `x.json`).
@@ -268,8 +255,8 @@ def save_model(dir_or_path: str | os.PathLike, module: nn.Module, config=None,
     meta = {"format": "openlsm", "version": 1, "module": type(module).__name__, "config": cfg}
     if dtype is not None:
         meta["dtype"] = str(dtype).removeprefix("torch.")
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(config_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(config_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return weights_path
 
 

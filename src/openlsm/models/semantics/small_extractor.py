@@ -15,8 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import OpenLSMError
+from ...io.atomic import atomic_write
 from .base import SemanticExtractor
 from .vocab import TEMPLATES
 
@@ -219,14 +218,7 @@ def save_small_extractor(model: SmallExtractor, path: str | Path) -> None:
     meta = {"config": json.dumps(asdict(model.cfg)), "class_names": json.dumps(getattr(model, "class_names", None)),
             "text_encoder": str(getattr(model, "text_encoder_name", "minilm"))}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def load_small_extractor(path: str | Path, device: str | torch.device = "cpu") -> SmallExtractor:

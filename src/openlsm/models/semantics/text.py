@@ -160,22 +160,15 @@ class TableTextEncoder(TextEncoder):
 def save_text_table(encoder: TextEncoder, texts: list[str], path: str | Path) -> Path:
     """Write `encoder.encode(texts)` with the texts in the metadata (safetensors, atomic)."""
     import json
-    import tempfile
 
     from safetensors.torch import save_file
 
-    path = Path(path)
+    from ...io.atomic import atomic_write
+
     texts = list(dict.fromkeys(texts))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"embeddings": encoder.encode(texts).contiguous()}, tmp,
-                  metadata={"texts": json.dumps(texts), "encoder": encoder.name})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    embeddings = encoder.encode(texts).contiguous()
+    meta = {"texts": json.dumps(texts), "encoder": encoder.name}
+    return atomic_write(path, lambda tmp: save_file({"embeddings": embeddings}, tmp, metadata=meta))
 
 
 def get_text_encoder(name: str = "minilm", device: str | torch.device = "cpu", **kwargs) -> TextEncoder:

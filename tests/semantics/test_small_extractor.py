@@ -58,3 +58,29 @@ def test_bad_inputs(shapes):
         train_small_extractor([(images, labels)], SmallTrainConfig(steps=2), text_features=torch.randn(2, 8))
     with pytest.raises(OpenLSMError):
         train_small_extractor([(images, labels)], SmallTrainConfig(steps=2))
+
+
+def test_class_weights_follow_inverse_frequency():
+    from openlsm.models.semantics.small_extractor import class_weights
+
+    torch.testing.assert_close(class_weights(torch.tensor([5.0, 5.0, 5.0]), 0.5), torch.ones(3))
+    w = class_weights(torch.tensor([1.0, 4.0, 0.0]), 0.5)
+    assert abs(float(w[0] / w[1]) - 2.0) < 1e-5  # (1/4)^-0.5 = 2
+    assert abs(float(w[:2].mean()) - 1.0) < 1e-5 and float(w[2]) == 1.0  # unseen class untouched
+    assert float(class_weights(torch.tensor([1.0] + [1e9] * 11), 1.0)[0]) == 10.0  # clamped (else ~12)
+    torch.testing.assert_close(class_weights(torch.tensor([1.0, 9.0]), 0.0), torch.ones(2))
+
+
+def test_training_goes_on_from_init_weights(shapes):
+    images, labels = shapes(8, 32)
+    texts = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    cfg = SmallTrainConfig(steps=3, widths=(8, 16), seed=0, lr=1e-3)
+    first = train_small_extractor(batches(images, labels), cfg, text_features=texts)
+    zero = SmallTrainConfig(steps=1, widths=(8, 16), seed=1, lr=0.0)  # lr 0: weights must stay those of init
+    again = train_small_extractor(batches(images, labels), zero, text_features=texts, init=first)
+    torch.testing.assert_close(again(images * 2 - 1), first(images * 2 - 1))
+    fresh = train_small_extractor(batches(images, labels), zero, text_features=texts)
+    assert not torch.allclose(fresh(images * 2 - 1), first(images * 2 - 1))
+    with pytest.raises(OpenLSMError, match="widths"):
+        train_small_extractor(batches(images, labels), SmallTrainConfig(steps=1, widths=(8, 32)),
+                              text_features=texts, init=first)

@@ -126,6 +126,15 @@ def test_semantic_weights_init_and_weight_export(tmp_path):
     model.save(tmp_path / "saved")  # an LSM.save folder initialises exactly (fp32)
     again = build_model(dataclasses.replace(cfg, semantic_weights=None, init=tmp_path / "saved"), DistContext(), True)
     assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+    # --init plus --semantic-weights: everything from init except the extractor, which the weights file replaces
+    torch.manual_seed(7)
+    ext2 = SmallExtractor(LSMConfig.tiny().small_extractor)
+    save_small_extractor(ext2, tmp_path / "ext2.safetensors")
+    swapped = build_model(dataclasses.replace(cfg, semantic_weights=tmp_path / "ext2.safetensors",
+                                              init=tmp_path / "saved"), DistContext(), True).state_dict()
+    prefix = "lseg_feature_extractor."
+    assert all(torch.equal(swapped[prefix + k], v) for k, v in ext2.state_dict().items())
+    assert all(torch.equal(swapped[k], v) for k, v in model.state_dict().items() if not k.startswith(prefix))
     partial = {k: v for k, v in model.state_dict().items() if not k.startswith("gaussian_head.")}
     export_weights(partial, tmp_path / "partial", plain(cfg), step=1)
     with pytest.raises(OpenLSMError, match="does not fit"):

@@ -44,6 +44,10 @@ class TrainSemantics:
     lr: float = 2e-3
     temperature: float = 0.07
     """Softmax temperature on cosine similarities."""
+    class_balance: float = 0.5
+    """Class weights ~ pixel frequency^-class_balance in the cross-entropy (0: unweighted)."""
+    init: Path | None = None
+    """Go on training from these extractor weights (same widths) instead of from scratch."""
     text_encoder: Literal["minilm", "clip", "table"] = "minilm"
     clip_weights: Path | None = None
     """CLIP / LSeg checkpoint for --text-encoder clip."""
@@ -100,7 +104,7 @@ class TrainSemantics:
         texts = label_embeddings(encoder, names)
         cfg = SmallTrainConfig(steps=self.steps, lr=self.lr, temperature=self.temperature,
                                text_encoder=self.text_encoder, widths=tuple(self.widths), seed=self.seed,
-                               device=self.device)
+                               device=self.device, class_balance=self.class_balance)
 
         def log(step: int, loss: float) -> None:
             if step % self.log_every == 0 or step == self.steps - 1:
@@ -112,7 +116,9 @@ class TrainSemantics:
             result = {"weights": str(self.evaluate), "classes": len(names)}
         else:
             batches = remap_labels(self._batches(train, self.seed, device), lut)
-            model = train_small_extractor(batches, cfg, class_names=names, text_features=texts, callback=log)
+            init = load_small_extractor(self.init) if self.init is not None else None
+            model = train_small_extractor(batches, cfg, class_names=names, text_features=texts, callback=log,
+                                          init=init)
             val = SynthRooms("val", self.resolution, views=self.views)
             val_batches = remap_labels(self._batches(val, self.seed + 1, device), lut)
             acc = pixel_accuracy(model, val_batches, texts, max_batches=self.val_batches)

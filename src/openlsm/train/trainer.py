@@ -80,7 +80,8 @@ class TrainConfig:
     resume: bool = False  # continue from out/checkpoint.pt when it exists
     overwrite: bool = False  # start over even if out/ holds a checkpoint
     device: str = "auto"
-    semantic_weights: Path | None = None  # frozen extractor weights (`openlsm train-semantics` output)
+    semantic_weights: Path | None = None  # frozen extractor weights (`openlsm train-semantics` output); with
+    # --init they replace the extractor the initial weights brought
     init: Path | None = None  # initial LSM weights (a trainer checkpoint or an official LSM checkpoint)
     max_minutes: float | None = None  # stop cleanly (final checkpoint) before this much wall time
     quiet: bool = False
@@ -155,13 +156,13 @@ def build_model(cfg: TrainConfig, ctx: DistContext, fresh: bool):
     torch.manual_seed(mix_seed(cfg.seed, 0x1417))  # identical initial weights on every rank
     model = LSM(LSMConfig.preset(cfg.model))
     if fresh:  # a resumed run takes every weight from its checkpoint
-        if cfg.semantic_weights is not None:
+        if cfg.init is not None:
+            load_initial_weights(model, cfg.init, cfg.model)
+        if cfg.semantic_weights is not None:  # after --init: swaps the extractor that --init brought
             load_semantic_weights(model, cfg.semantic_weights)
         elif cfg.init is None and ctx.is_main:
             log.warning("no --semantic-weights: the frozen semantic extractor keeps random weights, so the feature "
                         "targets carry no semantics (train one with `openlsm train-semantics`)")
-        if cfg.init is not None:
-            load_initial_weights(model, cfg.init, cfg.model)
     freeze(model, tuple(cfg.freeze))
     model.to(ctx.device)
     if ctx.distributed and ctx.device.type == "cuda" and cfg.sync_bn:

@@ -93,6 +93,20 @@ class SmallTrainConfig:
     seed: int = 0
     device: str = "cpu"
     hflip: bool = True
+    class_balance: float = 0.5  # cross-entropy weight per class ~ frequency^-class_balance (0: unweighted)
+
+
+def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
+    """counts [K] (pixels seen per class) -> weights [K] ~ (count / total)^-power, mean 1 over seen classes,
+    clamped to [0.1, 10] so a class seen a handful of times cannot dominate. Unseen classes get weight 1."""
+    seen = counts > 0
+    w = torch.ones_like(counts, dtype=torch.float32)
+    if power == 0 or not bool(seen.any()):
+        return w
+    freq = counts[seen].float() / counts[seen].sum()
+    raw = freq.pow(-power)
+    w[seen] = (raw / raw.mean()).clamp(0.1, 10.0)
+    return w
 
 
 def _cycle(batches: Iterable) -> Iterable:
@@ -144,9 +158,14 @@ def pixel_logits(model: SemanticExtractor, images01: torch.Tensor, text_features
 
 def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_names: list[str] | None = None,
                           text_features: torch.Tensor | None = None,
-                          callback: Callable[[int, float], None] | None = None) -> SmallExtractor:
-    """Train from scratch. Give `class_names` (embedded with `config.text_encoder` and its templates) or
-    precomputed `text_features [K, D]`. Returns the model (eval mode) with `.class_names`, `.text_encoder_name`."""
+                          callback: Callable[[int, float], None] | None = None,
+                          init: SmallExtractor | None = None) -> SmallExtractor:
+    """Train from scratch, or go on from `init` (same widths and feature dim). Give `class_names` (embedded with
+    `config.text_encoder` and its templates) or precomputed `text_features [K, D]`. Returns the model (eval mode)
+    with `.class_names`, `.text_encoder_name`.
+
+    With `config.class_balance` > 0 each class's cross-entropy weight follows the running pixel counts
+    (`class_weights`), so small objects (lamps, plants) are not drowned by walls and floors."""
     if text_features is None:
         if not class_names:
             raise OpenLSMError("train_small_extractor needs class_names or text_features")
@@ -157,7 +176,14 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
     texts = F.normalize(text_features.float(), dim=-1).to(device)  # [K, D], fixed (the text side is frozen)
     num_classes = texts.shape[0]
     torch.manual_seed(config.seed)
-    model = SmallExtractor(SmallExtractorConfig(widths=tuple(config.widths), feature_dim=texts.shape[1])).to(device)
+    model = SmallExtractor(SmallExtractorConfig(widths=tuple(config.widths), feature_dim=texts.shape[1]))
+    if init is not None:
+        if (tuple(init.cfg.widths), init.cfg.feature_dim) != (tuple(model.cfg.widths), model.cfg.feature_dim):
+            raise OpenLSMError(f"init extractor has widths {init.cfg.widths} / dim {init.cfg.feature_dim}; "
+                               f"training wants {tuple(config.widths)} / {texts.shape[1]}")
+        model.load_state_dict(init.state_dict())
+    model = model.to(device)
+    counts = torch.zeros(num_classes, dtype=torch.float64, device=device)  # pixels seen per class
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.steps < 1:
         raise OpenLSMError(f"steps must be >= 1, got {config.steps}")
@@ -181,7 +207,11 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
         if config.hflip and torch.rand((), generator=gen) < 0.5:
             images, labels = images.flip(-1), labels.flip(-1)
         logits = pixel_logits(model, images, texts, config.temperature)
-        loss = F.cross_entropy(logits, labels.masked_fill(labels < 0, -100), ignore_index=-100)
+        weight = None
+        if config.class_balance > 0:
+            counts += torch.bincount(labels[labels >= 0], minlength=num_classes)
+            weight = class_weights(counts, config.class_balance)
+        loss = F.cross_entropy(logits, labels.masked_fill(labels < 0, -100), weight=weight, ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -42,10 +42,10 @@ EOF
     --semantic-weights outputs/small_extractor.safetensors --overwrite
   wait; tail -n 3 "$OUT/semantics.log"
 elif [ "$PHASE" = 2 ]; then
-  train outputs/runs/run_b --steps "${STEPS:?}" --warmup-steps 20 --init outputs/run_a_weights \
+  train outputs/runs/run_b --steps "${STEPS:?}" --warmup-steps 20 --init "${INIT:-outputs/run_a_weights}" \
     --semantic-weights outputs/ext2.safetensors --overwrite
 else
-  if [ -f outputs/runs/run_b/checkpoint.pt ]; then train outputs/runs/run_b --steps "${STEPS:?}" --resume
+  if [ -f outputs/runs/run_b/checkpoint.pt ]; then train outputs/runs/run_b --steps "${STEPS:?}" --warmup-steps 20 --resume
   else train outputs/runs/run_c --steps "${STEPS:?}" --warmup-steps 5 --init outputs/run_b_weights; fi
 fi
 echo "done at $(elapsed) s"; ls -la "$OUT"

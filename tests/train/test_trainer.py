@@ -87,6 +87,8 @@ def test_time_limit_and_signal_stop_cleanly_with_a_checkpoint(tmp_path):
         train(tiny_config(out, steps=10))
     with pytest.raises(OpenLSMError, match="batch_size"):  # resuming with other data/maths is refused
         train(tiny_config(out, steps=10, batch_size=2, resume=True))
+    with pytest.raises(OpenLSMError, match="warmup_steps"):  # so is another learning-rate schedule
+        train(tiny_config(out, steps=10, warmup_steps=7, resume=True))
 
     def terminate(step, scalars):
         os.kill(os.getpid(), signal.SIGTERM)

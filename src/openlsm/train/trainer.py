@@ -42,9 +42,11 @@ from .step import LossModule
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
-# Config fields that change the data or the maths of a step: resuming with other values is refused.
+# Config fields that change the data, the maths of a step or the learning-rate schedule: resuming with other
+# values is refused (a resume that forgot --warmup-steps would otherwise silently warm up again).
 RESUME_FIXED = ("model", "data", "resolution", "views", "train_size", "resample_cameras", "batch_size",
-                "accum_steps", "seed", "loss", "freeze", "precision")
+                "accum_steps", "seed", "loss", "freeze", "precision", "steps", "lr", "min_lr", "warmup_steps",
+                "cosine", "weight_decay", "betas")
 
 
 @dataclass

@@ -61,8 +61,18 @@ def random_scene(n, seed, feat=3, dtype=torch.float64, degree=2):
     return g
 
 
+@pytest.fixture(params=[None, 97], ids=["one-chunk", "many-chunks"])
+def chunks(request, monkeypatch):
+    """Rasterise in one chunk, or in chunks of ~97 pairs (carried transmittance, saturated pixels skipped)."""
+    from openlsm.render import torch_backend
+
+    if request.param:
+        monkeypatch.setattr(torch_backend, "CHUNK_PAIRS", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_tiled_renderer_matches_brute_force_reference(seed):
+def test_tiled_renderer_matches_brute_force_reference(seed, chunks):
     g = random_scene(300, seed)
     g.opacity_logits = g.opacity_logits + 1.5 * seed  # seed 2 is nearly opaque: early termination matters
     W, H = 70, 45  # not a multiple of the tile size
@@ -84,7 +94,34 @@ def test_tiled_renderer_matches_brute_force_reference(seed):
     assert alpha.max() > 0.9 and (alpha == 0).any() is not None
 
 
-def test_gradcheck_float64_all_parameters():
+def test_gaussians_behind_saturated_pixels_are_skipped_with_the_same_result(monkeypatch):
+    """Two opaque layers cover the view: every pixel saturates there, so the chunks behind them are never paired,
+    and the image still equals the brute-force reference."""
+    from openlsm.render import torch_backend
+    from openlsm.render.render import view_colors
+
+    g = random_scene(200, seed=4)
+    g.means[:2] = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.2]], dtype=torch.float64)  # two walls in front
+    g.log_scales[:2] = math.log(10.0)  # ~400 px wide: alpha ~ 0.999 over the whole view
+    g.opacity_logits[:2] = 8.0
+    W, H = 40, 30
+    cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0).double(), torch.eye(4, dtype=torch.float64), W, H)
+    paired = []
+    pairs = torch_backend._pixel_pairs
+    monkeypatch.setattr(torch_backend, "_pixel_pairs", lambda ids, *a: paired.append(len(ids)) or pairs(ids, *a))
+    monkeypatch.setattr(torch_backend, "CHUNK_PAIRS", 3 * W * H)
+    out = render(g, cam, backend="torch")
+    # only the first chunk (3 W H pairs: the walls' 2 W H and ~20 small Gaussians) was paired; the ~180 behind
+    # the walls, in later chunks, never were
+    assert len(paired) == 1 and sum(paired) < 40
+    values = torch.cat([view_colors(g, torch.eye(4, dtype=torch.float64)[None], None)[0], g.features], -1)
+    acc, alpha, _ = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
+                                     MAX_ALPHA)
+    assert torch.allclose(out.rgb, acc[..., :3], atol=1e-9) and torch.allclose(out.alpha, alpha, atol=1e-9)
+    assert alpha.min() > 0.99  # the first wall; each pixel stops before the second
+
+
+def test_gradcheck_float64_all_parameters(chunks):
     g = random_scene(6, seed=3, feat=2, degree=1)
     g.log_scales = g.log_scales + 1.0  # large, smooth footprints
     g.opacity_logits = torch.full_like(g.opacity_logits, -0.5)

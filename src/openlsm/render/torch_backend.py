@@ -17,6 +17,7 @@ autograd differentiates it and it runs wherever PyTorch does.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -27,6 +28,7 @@ from ..cameras.cameras import quat_to_rotmat
 ALPHA_MIN = 1.0 / 255.0
 MAX_ALPHA = 0.999
 T_MIN = 1e-4
+CHUNK_PAIRS = 1 << 22  # (pixel, Gaussian) pairs per front-to-back chunk: bounds memory, enables early stops
 
 
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
@@ -77,65 +79,103 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     return means2d, z, conics, radii
 
 
-def _pixel_pairs(means2d: Tensor, depths: Tensor, radii: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
-    """(pixel id, Gaussian id) for every pixel centre inside each visible Gaussian's box, Gaussians in depth order.
-
-    The opacity-aware box bounds the whole region where alpha >= 1/255, so these are exactly the pairs that gsplat's
-    16x16 tiles evaluate and do not skip; the pairs outside it contribute nothing there either.
-    """
-    device = means2d.device
-    ids = (radii > 0).all(-1).nonzero()[:, 0]
-    ids = ids[torch.argsort(depths.detach()[ids], stable=True)]
-    m = means2d.detach()[ids]
-    r = radii[ids].to(m.dtype)
+def _boxes(means2d: Tensor, radii: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pixel-centre range [x0, x1) x [y0, y1) inside each Gaussian's opacity-aware box, clipped to the image."""
+    m, r = means2d.detach(), radii.to(means2d.dtype)
     x0 = torch.ceil(m[:, 0] - r[:, 0] - 0.5).clamp(0, width).long()
     x1 = torch.floor(m[:, 0] + r[:, 0] - 0.5).clamp(-1, width - 1).long() + 1
     y0 = torch.ceil(m[:, 1] - r[:, 1] - 0.5).clamp(0, height).long()
     y1 = torch.floor(m[:, 1] + r[:, 1] - 0.5).clamp(-1, height - 1).long() + 1
-    nx, ny = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)
+    return x0, x1.maximum(x0), y0, y1.maximum(y0)
+
+
+def _pixel_pairs(ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """(pixel id, Gaussian id) for every pixel centre inside the boxes of `ids` (in the order of `ids`).
+
+    The opacity-aware box bounds the whole region where alpha >= 1/255, so these are exactly the pairs that gsplat's
+    16x16 tiles evaluate and do not skip; the pairs outside it contribute nothing there either.
+    """
+    nx, ny = x1 - x0, y1 - y0
     counts = nx * ny
-    owner = torch.repeat_interleave(torch.arange(len(ids), device=device), counts)
-    local = torch.arange(len(owner), device=device) - (torch.cumsum(counts, 0) - counts)[owner]
+    owner = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts)
+    local = torch.arange(len(owner), device=ids.device) - (torch.cumsum(counts, 0) - counts)[owner]
     px = x0[owner] + local % nx[owner]
     py = y0[owner] + local // nx[owner]
     return py * width + px, ids[owner]
 
 
+def _any_open(open_pix: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor) -> Tensor:
+    """Does each box [x0, x1) x [y0, y1) hold a pixel of the [H, W] bool mask `open_pix`? (summed-area table)"""
+    sat = torch.nn.functional.pad(open_pix.to(torch.int32).cumsum(0).cumsum(1), (1, 0, 1, 0))  # [H+1, W+1]
+    return (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) > 0
+
+
 def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, values: Tensor,
-              width: int, height: int) -> tuple[Tensor, Tensor]:
+              width: int, height: int, chunk_pairs: int | None = None) -> tuple[Tensor, Tensor]:
     """Composite one camera's projected Gaussians.
 
     means2d [N, 2], conics [N, 3], opacities [N], depths [N], radii [N, 2], values [N, D]
     -> accumulated values [H, W, D] (Σ wᵢ vᵢ) and alpha [H, W] (Σ wᵢ = 1 - T).
+
+    Gaussians go front to back in chunks of about `chunk_pairs` (pixel, Gaussian) pairs, carrying each pixel's
+    transmittance. A pixel whose transmittance is already <= 1e-4 takes no more weight (gsplat stops it there), so
+    its pairs, and the Gaussians whose whole box is such pixels, are skipped before any work: the same result with
+    far fewer pairs in scenes of large, overlapping Gaussians.
     """
-    n_pix = width * height
-    pix, gid = _pixel_pairs(means2d, depths, radii, width, height)  # [P], [P]
-    # one gather of everything a pair needs: centre (2), conic (3), opacity (1)
-    params = torch.cat([means2d, conics, opacities[:, None]], -1).index_select(0, gid)  # [P, 6]
-    u = (pix % width).to(values.dtype) + 0.5
-    v = torch.div(pix, width, rounding_mode="floor").to(values.dtype) + 0.5
-    dx, dy = u - params[:, 0], v - params[:, 1]
-    sigma = 0.5 * (params[:, 2] * dx * dx + params[:, 4] * dy * dy) + params[:, 3] * dx * dy
-    alpha = torch.clamp(params[:, 5] * torch.exp(-sigma), max=MAX_ALPHA)
-    keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero()[:, 0]
-    pix = pix.index_select(0, keep)
-    # Group by pixel; the stable sort keeps each pixel's pairs in depth order.
-    pix, order = torch.sort(pix, stable=True)
-    keep = keep.index_select(0, order)
-    gid, alpha = gid.index_select(0, keep), alpha.index_select(0, keep)
-    # Transmittance before each pair = exp(Σ log(1 - α) of the earlier pairs of its pixel): a global cumulative
-    # sum (float64, so the long sum keeps its precision) minus the sum at the start of the pixel's segment.
-    log_t = torch.log1p(-alpha).double()
-    csum = torch.cumsum(log_t, 0)
-    counts = torch.bincount(pix, minlength=n_pix)
-    seg_start = torch.cumsum(counts, 0) - counts
-    base = torch.cat([csum.new_zeros(1), csum]).index_select(0, seg_start.index_select(0, pix))
-    T_before = torch.exp(csum - log_t - base).to(alpha.dtype)
-    T_after = T_before * (1 - alpha)
-    w = torch.where(T_after > T_MIN, alpha * T_before, torch.zeros_like(alpha))  # stop where T would drop to 1e-4
-    crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    out = _WeightedPairSum.apply(w, values, crow, pix, gid)
-    alpha_img = values.new_zeros(n_pix).index_add(0, pix, w)
+    n_pix, chunk_pairs = width * height, chunk_pairs or CHUNK_PAIRS
+    ids = (radii > 0).all(-1).nonzero()[:, 0]
+    ids = ids[torch.argsort(depths.detach()[ids], stable=True)]  # front to back
+    x0, x1, y0, y1 = _boxes(means2d[ids], radii[ids], width, height)
+    ends = torch.cumsum((x1 - x0) * (y1 - y0), 0)  # pairs up to and including each Gaussian
+    params = torch.cat([means2d, conics, opacities[:, None]], -1)  # [N, 6] centre, conic, opacity
+    log_T = values.new_zeros(n_pix)  # log transmittance in front of the next chunk, per pixel
+    out = values.new_zeros(n_pix, values.shape[1])
+    alpha_img = values.new_zeros(n_pix)
+    start = 0
+    while start < len(ids):
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(torch.searchsorted(ends, before + chunk_pairs, right=True)))
+        sl, start = slice(start, stop), stop
+        open_pix = log_T.detach() > math.log(T_MIN)  # [n_pix] pixels that still take weight
+        n_open = int(open_pix.sum())
+        if n_open == 0:
+            break
+        if n_open == n_pix:  # nothing saturated yet: no culling to do
+            pix, gid = _pixel_pairs(ids[sl], x0[sl], x1[sl], y0[sl], y1[sl], width)
+        else:
+            live = _any_open(open_pix.view(height, width), x0[sl], x1[sl], y0[sl], y1[sl]).nonzero()[:, 0]
+            if live.numel() == 0:
+                continue
+            pix, gid = _pixel_pairs(ids[sl][live], x0[sl][live], x1[sl][live], y0[sl][live], y1[sl][live], width)
+            keep = open_pix.index_select(0, pix).nonzero()[:, 0]
+            pix, gid = pix.index_select(0, keep), gid.index_select(0, keep)
+        p = params.index_select(0, gid)  # [P, 6]
+        u = (pix % width).to(values.dtype) + 0.5
+        v = torch.div(pix, width, rounding_mode="floor").to(values.dtype) + 0.5
+        dx, dy = u - p[:, 0], v - p[:, 1]
+        sigma = 0.5 * (p[:, 2] * dx * dx + p[:, 4] * dy * dy) + p[:, 3] * dx * dy
+        alpha = torch.clamp(p[:, 5] * torch.exp(-sigma), max=MAX_ALPHA)
+        keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero()[:, 0]
+        pix = pix.index_select(0, keep)
+        # Group by pixel; the stable sort keeps each pixel's pairs in depth order.
+        pix, order = torch.sort(pix, stable=True)
+        keep = keep.index_select(0, order)
+        gid, alpha = gid.index_select(0, keep), alpha.index_select(0, keep)
+        # Transmittance before each pair = the carried one x exp(Σ log(1 - α) of the earlier pairs of its pixel in
+        # this chunk): a cumulative sum (float64, so the long sum keeps its precision) minus the sum at the start
+        # of the pixel's segment.
+        log_t = torch.log1p(-alpha).double()
+        csum = torch.cumsum(log_t, 0)
+        counts = torch.bincount(pix, minlength=n_pix)
+        seg_start = torch.cumsum(counts, 0) - counts
+        base = torch.cat([csum.new_zeros(1), csum]).index_select(0, seg_start.index_select(0, pix))
+        T_before = torch.exp(csum - log_t - base + log_T.index_select(0, pix).double()).to(alpha.dtype)
+        T_after = T_before * (1 - alpha)
+        w = torch.where(T_after > T_MIN, alpha * T_before, torch.zeros_like(alpha))  # stop where T would hit 1e-4
+        crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        out = out + _WeightedPairSum.apply(w, values, crow, pix, gid)
+        alpha_img = alpha_img.index_add(0, pix, w)
+        log_T = log_T.index_add(0, pix, log_t.to(log_T.dtype))
     return out.reshape(height, width, -1), alpha_img.reshape(height, width)
 
 

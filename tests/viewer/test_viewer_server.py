@@ -90,6 +90,8 @@ def test_cli_view_bad_folder_is_one_line_error(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(OpenLSMError, match="has no gaussians.ply"):
         tyro.cli(View, args=[str(tmp_path / "x"), "--port", "0"]).run()
+    with pytest.raises(OpenLSMError, match="--port must be in 0..65535"):  # not a traceback in viser's thread
+        tyro.cli(View, args=[str(tmp_path / "x"), "--port", "80001"]).run()
 
 
 def _masks(img: np.ndarray) -> dict[str, np.ndarray]:

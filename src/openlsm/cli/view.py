@@ -27,8 +27,11 @@ class View:
     def run(self) -> int:
         import time
 
+        from openlsm.errors import OpenLSMError
         from openlsm.viewer import start_viewer
 
+        if not 0 <= self.port <= 65535:  # viser would fail inside its server thread and leave the process hanging
+            raise OpenLSMError(f"--port must be in 0..65535, got {self.port}")
         viewer = start_viewer(self.folder, port=self.port, host=self.host, query=self.query,
                               text_weights=self.text_weights)
         print(f"openlsm viewer: {viewer.url}  ({len(viewer.scene.gaussians):,} Gaussians, "

@@ -163,3 +163,52 @@ def test_prefetcher_returns_the_scheduled_batch_or_fetches():
     assert pre.get(7, [(2, 0)])["idx"].tolist() == [2]  # another step than scheduled: fetched afresh
     pre.close()
     assert src.threads[0] == threading.current_thread().name and src.threads[1].startswith("openlsm-data")
+
+
+def test_training_on_a_dataset_spec_reads_the_loader(tmp_path):
+    """--data takes any load_dataset spec: here SynthRooms written to disk (the ScanNet-style loader path)."""
+    import json
+
+    from openlsm.data.loaders import load_dataset
+    from openlsm.data.synthrooms import SynthRooms, write_frames, write_labels_json
+    from openlsm.train.data import DatasetSource, make_source
+    from openlsm.train.trainer import TrainConfig, train
+
+    root = tmp_path / "disk"
+    write_labels_json(root)
+    for k in range(2):
+        frames = write_frames(root / f"synth_{k}", SynthRooms("val", resolution=32, views=3)[k])
+        (root / f"synth_{k}" / "samples.json").write_text(json.dumps({"samples": [{"frames": frames}]}))
+    spec = f"synthrooms-disk:{root}?val_scenes=1"
+    src = make_source(spec, "train", 32, 3, None, "cpu")
+    assert isinstance(src, DatasetSource) and len(src) == 1
+    batch = src.fetch([(0, 0), (0, 1)])
+    item = load_dataset(spec, split="train", resolution=32, views=3)[0]
+    assert set(batch) == {"images", "depths", "valid", "Ks", "c2w", "labels"}
+    assert batch["images"].shape == (2, 3, 3, 32, 32) and torch.equal(batch["images"][1], item["images"])
+    assert torch.equal(batch["c2w"][0], item["c2w"]) and torch.equal(batch["labels"][0], item["labels"])
+
+    summary = train(TrainConfig(model="tiny", data=spec, resolution=32, views=3, steps=2, batch_size=1, val_size=1,
+                                warmup_steps=1, log_every=1, val_every=0, ckpt_every=0, out=tmp_path / "run",
+                                device="cpu", quiet=True))
+    assert summary["step"] == 2 and math.isfinite(summary["train"]["loss"]) and "loss" in summary["val"]
+
+
+def test_init_from_a_dust3r_checkpoint_sets_only_the_geometry_network(tmp_path):
+    import argparse
+
+    from openlsm.train.distributed import DistContext
+    from openlsm.train.trainer import TrainConfig, build_model
+
+    torch.manual_seed(5)
+    donor = LSM(LSMConfig.tiny()).dust3r.dust3r  # a GeometryNet standing in for naver's DUSt3R
+    path = tmp_path / "dust3r.pth"
+    torch.save({"model": donor.state_dict(), "args": argparse.Namespace(model="AsymmetricCroCo3DStereo()")}, path)
+    cfg = TrainConfig(model="tiny", init=path, device="cpu")
+    model = build_model(cfg, DistContext(), fresh=True)
+    fresh = build_model(TrainConfig(model="tiny", device="cpu"), DistContext(), fresh=True)
+    got, donor_sd, fresh_sd = model.state_dict(), donor.state_dict(), fresh.state_dict()
+    assert all(torch.equal(got["dust3r.dust3r." + k], v) for k, v in donor_sd.items())
+    rest = [k for k in got if not k.startswith("dust3r.")]
+    assert rest and all(torch.equal(got[k], fresh_sd[k]) for k in rest)  # everything else: the seeded init
+    assert any(not torch.equal(got[k], fresh_sd[k]) for k in got if k.startswith("dust3r."))  # it did change

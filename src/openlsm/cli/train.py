@@ -23,8 +23,9 @@ class Train:
 
     config: Literal["tiny", "small", "paper"] = "small"
     """LSM preset."""
-    data: Literal["synthrooms"] = "synthrooms"
-    """Training data (SynthRooms rooms are rendered on the fly, on the training device)."""
+    data: str = "synthrooms"
+    """Training data: synthrooms (rooms rendered on the fly on the training device) or a dataset spec such as
+    scannet:PATH, scannetpp:PATH, replica:PATH, folder:PATH, synthrooms-disk:PATH (see `openlsm eval --help`)."""
     out: Path = Path("runs/lsm")
     """Run folder: config.yaml, metrics.jsonl, checkpoint.pt, model/."""
     steps: int = 10_000
@@ -67,8 +68,8 @@ class Train:
     semantic_weights: Path | None = None
     """Frozen 2D extractor weights (`openlsm train-semantics` output; an LSeg checkpoint for --config paper)."""
     init: Path | None = None
-    """Initial LSM weights: this trainer's checkpoint.pt, model/ or weights/ folder, an LSM.save folder, or an
-    official LSM checkpoint."""
+    """Initial LSM weights: this trainer's checkpoint.pt, model/ or weights/ folder, an LSM.save folder, an
+    official LSM checkpoint, or a DUSt3R checkpoint (geometry network only, as the official training starts)."""
     resume: bool = False
     """Continue from OUT/checkpoint.pt when it exists (else start fresh)."""
     overwrite: bool = False

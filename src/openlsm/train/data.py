@@ -93,11 +93,41 @@ class SynthRoomsSource:
         return concat_batches([self._render(idx, e) for e, idx in runs])
 
 
+class DatasetSource:
+    """Any `load_dataset` spec (ScanNet, ScanNet++, Replica, folders, SynthRooms on disk) as a training source:
+    samples 0..size-1 of the split at `resolution`², read on the CPU and moved to `device`. A sample's pass sets
+    the loader's epoch (new random crops per pass where the loader has them)."""
+
+    def __init__(self, spec: str, split: str, resolution: int, views: int, size: int | None = None, device=None):
+        from openlsm.data.loaders import load_dataset
+
+        if resolution % 16:
+            raise OpenLSMError(f"resolution must be a multiple of 16, got {resolution}")
+        self.dataset = load_dataset(spec, split=split, resolution=resolution, views=views)
+        self.size = len(self.dataset) if size is None else min(size, len(self.dataset))
+        if self.size == 0:
+            raise OpenLSMError(f"{spec}: no {split} samples")
+        self.device = device
+
+    def __len__(self) -> int:
+        return self.size
+
+    def fetch(self, pairs: list[tuple[int, int]]) -> dict:
+        samples = []
+        for index, epoch in pairs:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            samples.append(self.dataset[index])
+        keys = [k for k in KEYS if all(k in smp for smp in samples)]  # labels only when every sample has them
+        return {k: torch.stack([torch.as_tensor(smp[k]) for smp in samples]).to(self.device) for k in keys}
+
+
 def make_source(data: str, split: str, resolution: int, views: int, size: int | None, device,
-                resample_cameras: bool = True, cache: bool = False) -> SynthRoomsSource:
-    if data != "synthrooms":
-        raise OpenLSMError(f"unknown training data {data!r}; available: synthrooms")
-    return SynthRoomsSource(split, resolution, views, size, device, resample_cameras, cache)
+                resample_cameras: bool = True, cache: bool = False):
+    """`synthrooms`: rooms rendered on the fly on `device`; anything else is a `load_dataset` spec."""
+    if data == "synthrooms":
+        return SynthRoomsSource(split, resolution, views, size, device, resample_cameras, cache)
+    return DatasetSource(data, split, resolution, views, size, device)
 
 
 class Prefetcher:

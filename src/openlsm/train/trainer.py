@@ -84,7 +84,7 @@ class TrainConfig:
     device: str = "auto"
     semantic_weights: Path | None = None  # frozen extractor weights (`openlsm train-semantics` output); with
     # --init they replace the extractor the initial weights brought
-    init: Path | None = None  # initial LSM weights (a trainer checkpoint or an official LSM checkpoint)
+    init: Path | None = None  # initial weights: trainer checkpoint/export, LSM.save folder, official LSM or DUSt3R
     max_minutes: float | None = None  # stop cleanly (final checkpoint) before this much wall time
     quiet: bool = False
     export_weights: bool = False  # with each checkpoint also write out/weights/ (bf16 safetensors, <= 15 MiB each)
@@ -133,7 +133,8 @@ def load_semantic_weights(model, path: Path) -> None:
 
 
 def load_initial_weights(model, path: Path, preset: str) -> None:
-    """--init: a trainer checkpoint, weights export or LSM.save folder (strict), or an official LSM checkpoint."""
+    """--init: a trainer checkpoint, weights export or LSM.save folder (strict), an official LSM checkpoint, or a
+    DUSt3R checkpoint (geometry network only; the rest keeps its initialisation)."""
     from .checkpoint import is_saved_model, is_trainer_checkpoint, read_weights
 
     if Path(path).is_dir() or is_saved_model(path) or is_trainer_checkpoint(path):
@@ -145,11 +146,17 @@ def load_initial_weights(model, path: Path, preset: str) -> None:
                                f"extra or mis-shaped (e.g. {bad[0]})")
         model.load_state_dict(state)
     else:
+        from openlsm.models.checkpoint_io import load_dust3r_state, load_official_checkpoint, model_state_of
         from openlsm.models.lsm.model import load_official_lsm_checkpoint
 
         if not Path(path).is_file():
             raise OpenLSMError(f"--init file not found: {path}")
-        load_official_lsm_checkpoint(model, path)
+        ckpt = load_official_checkpoint(path)
+        state = model_state_of(ckpt)
+        if any(k.startswith("dust3r.") for k in state):
+            load_official_lsm_checkpoint(model, ckpt)
+        else:  # a naver DUSt3R checkpoint: the geometry network starts from it (as the official LSM training)
+            load_dust3r_state(state, net=model.dust3r.dust3r)
 
 
 def build_model(cfg: TrainConfig, ctx: DistContext, fresh: bool):

@@ -158,3 +158,17 @@ def test_real_frames_without_labels():
     assert m["scenes"][0]["scene"] == "rgbd_livingroom" and m["text_encoder"] is None
     assert "src_miou" not in rec and rec["abs_rel"] >= 0 and 0 <= rec["inlier"] <= 1 and rec["psnr"] > 0
     assert m["baselines"]["2d"] == "not run" and m["pooled"] == {}
+
+
+def test_table_shows_small_rates_and_pooled_scores(run):
+    import copy
+
+    from openlsm.eval.harness import ROWS, table_cells
+
+    result = copy.deepcopy(run[1])
+    labels = [r[0] for r in ROWS]
+    for fps, shown in ((0.1751, "0.18 ± 0.04"), (654.4, "654 ± 0")):  # a CPU's rate must not print as "0"
+        result["summary"]["lsm"]["render_fps"] = {"mean": fps, "std": 0.045, "n": 2}
+        assert dict(zip(labels, table_cells(result)["lsm"]))["render FPS"] == shown
+    row = dict(zip(labels, table_cells(result)["lsm"]))
+    assert row["src mIoU"] == f"{result['pooled']['lsm']['src']['miou']:.3f}"  # segmentation: pooled pixels

@@ -371,6 +371,8 @@ def table_cells(result: dict) -> dict[str, list[str]]:
             elif s["mean"] is None:
                 col.append(result["nonfinite"].get(f"summary.{method}.{key}.mean", "–"))
             else:
+                if digits == 0 and abs(s["mean"] * scale) < 10:  # a CPU's 0.18 FPS must not print as "0"
+                    digits = 2
                 std = f" ± {s['std'] * scale:.{digits}f}" if s["std"] else ""
                 col.append(f"{s['mean'] * scale:.{digits}f}{std}")
         cells[method] = col

@@ -101,8 +101,6 @@ class DatasetSource:
     def __init__(self, spec: str, split: str, resolution: int, views: int, size: int | None = None, device=None):
         from openlsm.data.loaders import load_dataset
 
-        if resolution % 16:
-            raise OpenLSMError(f"resolution must be a multiple of 16, got {resolution}")
         self.dataset = load_dataset(spec, split=split, resolution=resolution, views=views)
         self.size = len(self.dataset) if size is None else min(size, len(self.dataset))
         if self.size == 0:

@@ -107,8 +107,8 @@ def test_gaussians_behind_saturated_pixels_are_skipped_with_the_same_result(monk
     W, H = 40, 30
     cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0).double(), torch.eye(4, dtype=torch.float64), W, H)
     paired = []
-    pairs = torch_backend._pixel_pairs
-    monkeypatch.setattr(torch_backend, "_pixel_pairs", lambda ids, *a: paired.append(len(ids)) or pairs(ids, *a))
+    pairs = torch_backend._box_alphas
+    monkeypatch.setattr(torch_backend, "_box_alphas", lambda p, ids, *a: paired.append(len(ids)) or pairs(p, ids, *a))
     monkeypatch.setattr(torch_backend, "CHUNK_PAIRS", 3 * W * H)
     out = render(g, cam, backend="torch")
     # only the first chunk (3 W H pairs: the walls' 2 W H and ~20 small Gaussians) was paired; the ~180 behind
@@ -181,3 +181,13 @@ def test_sh_basis_is_orthonormal_on_the_sphere():
     Y = sh_basis(3, dirs)
     gram = 4 * math.pi * (Y.T @ Y) / n
     assert torch.allclose(gram, torch.eye(16, dtype=torch.float64), atol=2e-3)
+
+
+def test_box_size_classes_cover_each_side_with_little_padding():
+    from openlsm.render.torch_backend import _size_classes
+
+    n = torch.arange(0, 2000)
+    s = _size_classes(n)
+    assert torch.equal(s[:9], n[:9])  # exact up to 8
+    assert (s >= n).all() and (s[1:] <= 1.25 * n[1:] + 1e-9).all()  # never smaller, at most 25 % larger
+    assert len(torch.unique(s)) < 60  # few classes, so few broadcasts

@@ -89,19 +89,53 @@ def _boxes(means2d: Tensor, radii: Tensor, width: int, height: int) -> tuple[Ten
     return x0, x1.maximum(x0), y0, y1.maximum(y0)
 
 
-def _pixel_pairs(ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """(pixel id, Gaussian id) for every pixel centre inside the boxes of `ids` (in the order of `ids`).
+def _size_classes(n: Tensor) -> Tensor:
+    """Box side -> a padded side from a short list (exact up to 8, then steps of 1/4..1/8 of the side), so that
+    boxes of one class are evaluated by one broadcast. Padding costs at most 25 % more pairs, all masked out."""
+    step = torch.exp2((torch.log2(n.clamp_min(1).double()).floor() - 2).clamp_min(0)).long()
+    return torch.where(n <= 8, n, (n + step - 1) // step * step)
 
-    The opacity-aware box bounds the whole region where alpha >= 1/255, so these are exactly the pairs that gsplat's
-    16x16 tiles evaluate and do not skip; the pairs outside it contribute nothing there either.
+
+def _box_alphas(params: Tensor, ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, width: int,
+                open_pix: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Every (pixel, Gaussian) pair inside the boxes [x0, x1) x [y0, y1) of Gaussians `ids` whose alpha is >= 1/255
+    (and whose pixel is in `open_pix`, when given) -> pix [P], rank [P] (the Gaussian's position in `ids`), alpha [P].
+
+    Boxes are grouped by padded size; a group's pairs are a [G, K] broadcast of box corners and offsets, so no
+    per-pair gathers are needed. The opacity-aware box bounds the whole region where alpha >= 1/255, so these are
+    exactly the pairs that gsplat's 16x16 tiles evaluate and do not skip.
     """
     nx, ny = x1 - x0, y1 - y0
-    counts = nx * ny
-    owner = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts)
-    local = torch.arange(len(owner), device=ids.device) - (torch.cumsum(counts, 0) - counts)[owner]
-    px = x0[owner] + local % nx[owner]
-    py = y0[owner] + local // nx[owner]
-    return py * width + px, ids[owner]
+    sx, sy = _size_classes(nx), _size_classes(ny)
+    keys = sx * (int(sy.max()) + 1) + sy if len(ids) else sx
+    order = torch.argsort(keys)
+    _, counts = torch.unique_consecutive(keys[order], return_counts=True)
+    pixs, ranks, alphas = [], [], []
+    for g in order.split(counts.tolist()):
+        SX, SY = int(sx[g[0]]), int(sy[g[0]])
+        if SX == 0 or SY == 0:
+            continue
+        offs = torch.arange(SX * SY, device=ids.device)
+        px = x0[g, None] + offs % SX  # [G, K]
+        py = y0[g, None] + offs // SX
+        inside = (px < x1[g, None]) & (py < y1[g, None])
+        p = params.index_select(0, ids[g])  # [G, 6] centre, conic, opacity
+        dx = (px + 0.5).to(p.dtype) - p[:, 0:1]
+        dy = (py + 0.5).to(p.dtype) - p[:, 1:2]
+        sigma = 0.5 * (p[:, 2:3] * dx * dx + p[:, 4:5] * dy * dy) + p[:, 3:4] * dx * dy
+        alpha = torch.clamp(p[:, 5:6] * torch.exp(-sigma), max=MAX_ALPHA)
+        pix = py * width + px
+        keep = inside & (sigma >= 0) & (alpha >= ALPHA_MIN)
+        if open_pix is not None:
+            keep &= open_pix[pix.clamp_max(len(open_pix) - 1)]
+        flat = keep.view(-1).nonzero()[:, 0]
+        pixs.append(pix.view(-1).index_select(0, flat))
+        ranks.append(g.index_select(0, torch.div(flat, SX * SY, rounding_mode="floor")))
+        alphas.append(alpha.view(-1).index_select(0, flat))
+    if not pixs:
+        empty = ids.new_zeros(0)
+        return empty, empty, params.new_zeros(0)
+    return torch.cat(pixs), torch.cat(ranks), torch.cat(alphas)
 
 
 def _any_open(open_pix: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor) -> Tensor:
@@ -141,26 +175,19 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
         if n_open == 0:
             break
         if n_open == n_pix:  # nothing saturated yet: no culling to do
-            pix, gid = _pixel_pairs(ids[sl], x0[sl], x1[sl], y0[sl], y1[sl], width)
+            live, open_mask = torch.arange(stop - sl.start, device=ids.device), None
         else:
             live = _any_open(open_pix.view(height, width), x0[sl], x1[sl], y0[sl], y1[sl]).nonzero()[:, 0]
-            if live.numel() == 0:
-                continue
-            pix, gid = _pixel_pairs(ids[sl][live], x0[sl][live], x1[sl][live], y0[sl][live], y1[sl][live], width)
-            keep = open_pix.index_select(0, pix).nonzero()[:, 0]
-            pix, gid = pix.index_select(0, keep), gid.index_select(0, keep)
-        p = params.index_select(0, gid)  # [P, 6]
-        u = (pix % width).to(values.dtype) + 0.5
-        v = torch.div(pix, width, rounding_mode="floor").to(values.dtype) + 0.5
-        dx, dy = u - p[:, 0], v - p[:, 1]
-        sigma = 0.5 * (p[:, 2] * dx * dx + p[:, 4] * dy * dy) + p[:, 3] * dx * dy
-        alpha = torch.clamp(p[:, 5] * torch.exp(-sigma), max=MAX_ALPHA)
-        keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero()[:, 0]
-        pix = pix.index_select(0, keep)
-        # Group by pixel; the stable sort keeps each pixel's pairs in depth order.
-        pix, order = torch.sort(pix, stable=True)
-        keep = keep.index_select(0, order)
-        gid, alpha = gid.index_select(0, keep), alpha.index_select(0, keep)
+            open_mask = open_pix
+        if live.numel() == 0:
+            continue
+        ids_c = ids[sl].index_select(0, live)  # this chunk's Gaussians, front to back
+        pix, rank, alpha = _box_alphas(params, ids_c, x0[sl][live], x1[sl][live], y0[sl][live], y1[sl][live], width,
+                                       open_mask)
+        # Group by pixel, each pixel's pairs in depth order (rank = position in the depth-sorted chunk).
+        order = torch.sort(pix * len(ids_c) + rank).indices
+        pix, alpha = pix.index_select(0, order), alpha.index_select(0, order)
+        gid = ids_c.index_select(0, rank.index_select(0, order))
         # Transmittance before each pair = the carried one x exp(Σ log(1 - α) of the earlier pairs of its pixel in
         # this chunk): a cumulative sum (float64, so the long sum keeps its precision) minus the sum at the start
         # of the pixel's segment.

@@ -73,7 +73,7 @@ def main():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
-        def fwd():
+        def fwd(size=size):
             with torch.no_grad():
                 return render(g, cam, size, size, backend=a.backend)
 
@@ -84,7 +84,7 @@ def main():
         if a.backward:
             params = [t.requires_grad_() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features)]
 
-            def fwd_bwd():
+            def fwd_bwd(size=size):
                 out = render(g, cam, size, size, backend=a.backend)
                 (out.rgb.mean() + out.features.mean() + out.depth.mean()).backward()
 

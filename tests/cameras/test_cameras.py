@@ -137,7 +137,7 @@ def test_colmap_w2c_quaternion_convention(tmp_path):
     c2w = torch.eye(4)
     c2w[2, 3] = -5
     write_colmap_text(tmp_path, Cameras(make_K(10.0, 10.0, 5.0, 5.0), c2w[None], 10, 10))
-    line = [ln for ln in (tmp_path / "images.txt").read_text().splitlines() if ln and not ln.startswith("#")][0]
+    line = next(ln for ln in (tmp_path / "images.txt").read_text().splitlines() if ln and not ln.startswith("#"))
     vals = [float(v) for v in line.split()[1:8]]
     assert vals == pytest.approx([1, 0, 0, 0, 0, 0, 5])
 

@@ -60,7 +60,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, scene_ply, ca
         out.mkdir()
         (out / "keep.txt").write_text("mine")
     r = subprocess.run([sys.executable, "-m", "openlsm.cli.main", "render", str(scene), "--out", str(out),
-                        "--frames", "2", "--width", "16", "--height", "16"], capture_output=True, text=True)
+                        "--frames", "2", "--width", "16", "--height", "16"], capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("openlsm: error:")
     assert "Traceback" not in r.stderr
@@ -72,7 +73,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, scene_ply, ca
 
 
 def test_failure_midway_leaves_no_partial_output(tmp_path, scene_ply, monkeypatch):
-    import openlsm.io.outputs as outputs
+    from openlsm.io import outputs
 
     def boom(*a, **k):
         raise OSError("disk full")

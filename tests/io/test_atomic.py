@@ -1,5 +1,6 @@
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ def test_atomic_write_leaves_old_file_on_failure_and_no_temp(tmp_path):
     write_text_atomic(target, "old")
 
     def broken(tmp):
-        open(tmp, "w").write("half")
+        Path(tmp).write_text("half")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import OpenLSMError
-from ..io.atomic import write_text_atomic  # noqa: F401  (callers import it from here)
+from ..io.atomic import write_text_atomic
 from .cameras import (
     Cameras,
     invert_rigid,
@@ -66,7 +66,7 @@ def read_transforms_json(path) -> tuple[Cameras, list[str]]:
     Ks, c2ws, names, sizes = [], [], [], set()
     try:
         for fr in frames:
-            get = lambda k: fr[k] if k in fr else doc[k]
+            get = lambda k, fr=fr: fr[k] if k in fr else doc[k]
             w, h = int(get("w")), int(get("h"))
             fx = float(get("fl_x"))
             fy = float(fr.get("fl_y", doc.get("fl_y", fx)))

@@ -37,7 +37,7 @@ def sh0_to_rgb(sh0: Tensor) -> Tensor:
 
 
 def sh_degree_from_k(k: int) -> int:
-    d = int(round(math.sqrt(k))) - 1
+    d = round(math.sqrt(k)) - 1
     if (d + 1) ** 2 != k or d < 0 or d > 3:
         raise ValueError(f"{k} SH coefficients per channel is not (degree+1)^2 for a degree in 0..3")
     return d

@@ -83,7 +83,7 @@ def load_ply(path: str | os.PathLike) -> Gaussians:
         raise OpenLSMError(f"PLY file not found: {path}")
     try:
         ply = PlyData.read(str(path))
-    except Exception as e:  # plyfile raises several types for malformed headers/bodies
+    except Exception as e:  # noqa: BLE001  plyfile raises several types for malformed headers/bodies
         raise OpenLSMError(f"{path} is not a readable PLY file ({type(e).__name__}: {e})".splitlines()[0]) from None
     if "vertex" not in [el.name for el in ply.elements]:
         raise OpenLSMError(f"{path} has no 'vertex' element, so it holds no Gaussians")

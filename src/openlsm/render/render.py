@@ -50,7 +50,7 @@ def gsplat_available() -> tuple[bool, str]:
                 import gsplat
 
                 _gsplat_state["result"] = (True, f"gsplat {gsplat.__version__}")
-            except Exception as e:  # ImportError, or a broken install
+            except Exception as e:  # noqa: BLE001  ImportError, or a broken install
                 _gsplat_state["result"] = (False, f"gsplat is not importable ({type(e).__name__}: {e})")
     return _gsplat_state["result"]  # type: ignore[return-value]
 

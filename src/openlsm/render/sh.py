@@ -35,7 +35,7 @@ def sh_basis(degree: int, dirs: Tensor) -> Tensor:
 
 def eval_sh(sh: Tensor, dirs: Tensor) -> Tensor:
     """Colour from SH coefficients sh [..., K, 3] seen along dirs [..., 3] -> [..., 3] (no +0.5, no clamp)."""
-    degree = int(round(math.sqrt(sh.shape[-2]))) - 1
+    degree = round(math.sqrt(sh.shape[-2])) - 1
     dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     basis = sh_basis(degree, dirs)  # [..., K]
     return (basis[..., :, None] * sh).sum(-2)

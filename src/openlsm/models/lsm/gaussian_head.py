@@ -87,9 +87,11 @@ class GaussianHead(nn.Module):
         raw_scales, raw_quats, raw_opacity, sh, raw_feats = self.split(self.gaussian_proj(feats))
         means = means.detach()  # no rendering gradient flows into the geometry network
         scales = clamp_scales(raw_scales, means, cfg)
-        if cfg.rgb_residual:
-            sh = torch.cat([sh[..., :1, :] + rgb_to_sh0(colors)[..., None, :], sh[..., 1:, :]], dim=-2)
-        sh = sh * self.sh_mask[:, None].to(sh.dtype)
+        mask = self.sh_mask[:, None].to(sh.dtype)  # [K, 1]
+        masked = sh * mask
+        if cfg.rgb_residual:  # DC: (raw + RGB) * mask_0, written over the masked raw DC (no concatenated copy)
+            masked[..., 0, :] = (sh[..., 0, :] + rgb_to_sh0(colors)) * mask[0]
+        sh = masked
         if sem_residual is not None:
             raw_feats = raw_feats + sem_residual
         return Gaussians(means=means, quats=F.normalize(raw_quats, dim=-1), log_scales=scales.log(),

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from openlsm.errors import OpenLSMError
 
-TARGET_OCCUPANCY = 4.0  # points a point shares its cell with, on average (sets the cell size)
+TARGET_OCCUPANCY = 6.0  # points a point shares its cell with, on average (sets the cell size; 6 settles more
+# queries in the first 27-cell pass than 4 on trained point maps)
 SAFETY = 1 - 1e-4  # accept k-th d2 < SAFETY * h^2: covers float rounding of distances and cell indices
 MAX_CELLS = (1 << 20) - 4  # cells per axis, so three axes fit one int64 key
 
@@ -125,9 +126,9 @@ class _Grid:
         big = torch.iinfo(self.cell_keys.dtype).max
         padded = torch.cat([self.cell_keys, self.cell_keys.new_full((2 * radius + 1,), big)])
         last = firsts + 2 * radius
-        count = sum((padded[first_cells + j] <= last).long() for j in range(2 * radius + 1))
-        starts = self.cell_start[first_cells]
-        return starts, self.cell_start[first_cells + count] - starts
+        count = sum((_take(padded, first_cells + j) <= last).long() for j in range(2 * radius + 1))
+        starts = _take(self.cell_start, first_cells)
+        return starts, _take(self.cell_start, first_cells + count) - starts
 
     def candidates(self, starts: Tensor, lengths: Tensor, width: int) -> tuple[Tensor, Tensor]:
         """Runs [U', R2] -> [U', width] sorted positions of the points in each block, padded with N (the
@@ -175,7 +176,8 @@ class _Grid:
             local = ranks[i:i + c] - first  # [C] query -> row of its cell in the chunk
             d2 = None
             for col in self.columns:
-                d = col[block].index_select(0, local).sub_(col[rows][:, None])  # [C, W]
+                d = _take(col, block).index_select(0, local)  # [C, W]
+                d = d.sub_(col.index_select(0, rows)[:, None])
                 d2 = d.square_() if d2 is None else d2.add_(d.square_())  # as (diff * diff).sum(-1) rounds
             # not itself (duplicates count): its column in the centre run, which holds its own cell
             own = run_firsts[local, centre] + rows - starts[chunk_cells[local], centre]
@@ -183,6 +185,11 @@ class _Grid:
             out[i:i + c] = _smallest(d2, k)
             i += c
         return queries, out
+
+
+def _take(values: Tensor, index: Tensor) -> Tensor:
+    """values[index] for 1-D values: index_select is several times faster than advanced indexing on CPU."""
+    return values.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def _smallest(values: Tensor, k: int) -> Tensor:

@@ -172,12 +172,16 @@ def patch_layout(counts: list[int], k: int, device: torch.device) -> tuple[Tenso
 
 def serialize(coords: Tensor, grid: Tensor, batch: Tensor, counts: list[int], depths: Tensor, shift: int,
               orders: tuple[str, ...], generator: torch.Generator | None, shuffle: bool) -> PointLevel:
-    codes = torch.stack([encode(grid, depths, order) for order in orders])  # [O, N]
+    voxels = VoxelIndex.build(grid, batch)
+    if voxels.first is not None:  # one point per voxel
+        codes = torch.stack([encode(grid, depths, order) for order in orders])  # [O, N]
+    else:  # points of one voxel share its codes: encode each voxel once (point maps: ~2 points per voxel)
+        first = torch.empty_like(voxels.keys).scatter_(0, voxels.inverse, torch.arange(len(grid), device=grid.device))
+        codes = torch.stack([encode(grid[first], depths[first], order) for order in orders])[:, voxels.inverse]
     if shuffle:
         codes = codes[torch.randperm(len(orders), generator=generator).to(codes.device)]
     sorted_points, inverses = sort_codes(codes, batch, shift)
-    return PointLevel(coords, grid, batch, counts, depths, codes, sorted_points, inverses, shift,
-                      VoxelIndex.build(grid, batch))
+    return PointLevel(coords, grid, batch, counts, depths, codes, sorted_points, inverses, shift, voxels)
 
 
 def build_root_level(coords: Tensor, offsets: Tensor, cfg: PTv3Config,
@@ -229,6 +233,15 @@ def pool_level(level: PointLevel, cfg: PTv3Config, generator: torch.Generator | 
 # ----------------------------------------------------------------------------------------------------------
 # Modules (attribute names = official state-dict names)
 
+ROW_CHUNK = 8192  # rows per chunk on the CPU inference path
+
+
+def chunked(feats: Tensor) -> bool:
+    """CPU inference: row-wise work goes in row chunks. Same math; whole-cloud temporaries (30+ MB at 64
+    channels) are fresh mmaps that page-fault on every allocation, which cost more than the arithmetic."""
+    return feats.device.type == "cpu" and not torch.is_grad_enabled()
+
+
 
 def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     """Stochastic depth per row (per point, as PTv3 applies timm's DropPath to [N, C])."""
@@ -248,13 +261,31 @@ class SerializedAttention(nn.Module):
         self.proj = nn.Linear(channels, channels)
 
     def forward(self, feats: Tensor, level: PointLevel, batch_min: bool = False) -> Tensor:
-        c = feats.shape[1]
-        h = self.num_heads
+        """feats [N, C] (already normalised) -> [N, C]."""
+        out, back = self.forward_slots(feats, level, batch_min)
+        return out.index_select(0, back)
+
+    def forward_slots(self, feats: Tensor, level: PointLevel, batch_min: bool = False,
+                      norm: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+        """feats [N, C] (normalised by the row-wise `norm` first, if given) -> outputs per patch slot [P*K, C]
+        and back [N] (each point's slot). Points are gathered into patches before the row-wise layers, which
+        moves C, not 3C, columns; on the CPU inference path patches go through in chunks."""
+        c, h = feats.shape[1], self.num_heads
         slots, back, mask, k = level.patches(self.order_index % level.codes.shape[0], self.patch_size, batch_min)
-        qkv = self.qkv(feats).index_select(0, slots).view(-1, k, 3, h, c // h).permute(2, 0, 3, 1, 4)  # [3,P,H,K,D]
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)  # [P, H, K, D]
-        out = out.transpose(1, 2).reshape(-1, c).index_select(0, back)  # [N, C]
-        return self.proj(out)
+        step = max(1, ROW_CHUNK // k) * k if chunked(feats) else len(slots)
+        out = None if step >= len(slots) else feats.new_empty(len(slots), c)
+        for i in range(0, len(slots), step):
+            x = feats.index_select(0, slots[i:i + step])  # [S, C]
+            if norm is not None:
+                x = norm(x)
+            qkv = self.qkv(x).view(-1, k, 3, h, c // h).permute(2, 0, 3, 1, 4)  # [3, P, H, K, D]
+            patch_mask = None if mask is None else mask[i // k:(i + step) // k]
+            x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=patch_mask)  # [P, H, K, D]
+            x = self.proj(x.transpose(1, 2).reshape(-1, c))  # [S, C]
+            if out is None:
+                return x, back
+            out[i:i + step] = x
+        return out, back
 
 
 class Block(nn.Module):
@@ -274,9 +305,27 @@ class Block(nn.Module):
 
     def forward(self, feats: Tensor, level: PointLevel, batch_min: bool = False) -> Tensor:
         conv, linear, norm = self.cpe
+        if not self.training and chunked(feats):
+            return self._forward_chunked(feats, level, batch_min)
         feats = feats + norm(linear(conv(feats, level.voxels, self.conv_method)))
         feats = feats + drop_path(self.attn(self.norm1(feats), level, batch_min), self.drop_path, self.training)
         return feats + drop_path(self.mlp(self.norm2(feats)), self.drop_path, self.training)
+
+    def _forward_chunked(self, feats: Tensor, level: PointLevel, batch_min: bool) -> Tensor:
+        """The same computation on the CPU inference path: the cpe's row-wise layers run once per voxel, the
+        rest in row chunks written into one output buffer."""
+        conv, linear, norm = self.cpe
+        cpe = norm(linear(conv.forward_voxels(feats, level.voxels, self.conv_method)))  # [U, C]
+        out = torch.empty_like(feats)
+        for i in range(0, len(out), ROW_CHUNK):  # out= writes the chunk in place (no temporary + copy)
+            rows = slice(i, i + ROW_CHUNK)
+            torch.add(feats[rows], cpe.index_select(0, level.voxels.inverse[rows]), out=out[rows])
+        attn, back = self.attn.forward_slots(out, level, batch_min, self.norm1)  # [P*K, C], [N]
+        for i in range(0, len(out), ROW_CHUNK):
+            rows = slice(i, i + ROW_CHUNK)
+            x = out[rows] + attn.index_select(0, back[rows])
+            torch.add(x, self.mlp(self.norm2(x)), out=out[rows])
+        return out
 
 
 def batch_norm(channels: int) -> nn.BatchNorm1d:
@@ -311,7 +360,14 @@ class SerializedUnpooling(nn.Module):
                                        nn.GELU())
 
     def forward(self, feats: Tensor, skip: Tensor, cluster: Tensor) -> Tensor:
-        return self.proj_skip(skip) + self.proj(feats).index_select(0, cluster)  # backward: index_add, not sort
+        if self.training or not chunked(skip):
+            return self.proj_skip(skip) + self.proj(feats).index_select(0, cluster)  # backward: index_add, not sort
+        coarse = self.proj(feats)
+        out = skip.new_empty(len(skip), coarse.shape[1])
+        for i in range(0, len(out), ROW_CHUNK):
+            rows = slice(i, i + ROW_CHUNK)
+            torch.add(self.proj_skip(skip[rows]), coarse.index_select(0, cluster[rows]), out=out[rows])
+        return out
 
 
 class Embedding(nn.Module):
@@ -323,7 +379,11 @@ class Embedding(nn.Module):
             act=nn.GELU()))
 
     def forward(self, feats: Tensor, level: PointLevel) -> Tensor:
-        return self.stem.act(self.stem.norm(self.stem.conv(feats, level.voxels, self.conv_method)))
+        if self.training:  # BN statistics over the points
+            return self.stem.act(self.stem.norm(self.stem.conv(feats, level.voxels, self.conv_method)))
+        # eval BN and GELU are row-wise: once per voxel, then each point reads its voxel's row
+        voxels = self.stem.act(self.stem.norm(self.stem.conv.forward_voxels(feats, level.voxels, self.conv_method)))
+        return voxels.index_select(0, level.voxels.inverse)
 
 
 class PointTransformer(nn.Module):

@@ -16,6 +16,7 @@ output. (spconv instead keeps one arbitrary point per voxel in its hash table.)
     index = VoxelIndex.build(grid, batch)            # grid [N, 3] int, batch [N]
     conv = SubMConv3d(6, 32, kernel_size=5, bias=False)
     out = conv(feats, index)                         # [N, 32]
+    out = conv.forward_voxels(feats, index)[index.inverse]   # the same: one row per voxel, then per point
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from openlsm.errors import OpenLSMError
 
 MARGIN = 8  # coordinate margin inside the key space: kernels up to 17^3
 CHUNK_ELEMENTS = 1 << 24  # im2col block size (elements) per matmul
+PAIRS_BLOCK_ELEMENTS = 1 << 19  # neighbour-table slots built at once by `pairs` (4 MB: stays in cache)
+DENSE_LOOKUP_SLOTS = 1 << 24  # `pairs` uses a dense key -> voxel table (int32) up to this key range, else
+# binary searches (one 0.01-voxelised sample in [-1, 1]: ~10 M slots)
 
 
 class VoxelIndex:
@@ -63,8 +67,7 @@ class VoxelIndex:
 
     def neighbours(self, kernel_size: int) -> Tensor:
         """[U, k^3] voxel index of each kernel offset (x-major, then y, then z), U where the voxel is empty."""
-        if kernel_size % 2 != 1 or kernel_size // 2 > MARGIN:
-            raise OpenLSMError(f"kernel size must be odd and at most {2 * MARGIN + 1}, got {kernel_size}")
+        _check_kernel(kernel_size)
         if kernel_size not in self._neighbours:
             k, r, u = kernel_size, kernel_size // 2, self.num_voxels
             steps = torch.arange(-r, r + 1, device=self.keys.device)
@@ -74,8 +77,8 @@ class VoxelIndex:
             firsts = self.keys[:, None] + (dxy[:, 0] * self.side + dxy[:, 1]) * self.side - r  # [U, k^2]
             found = torch.searchsorted(self.keys, firsts)
             padded = torch.cat([self.keys, self.keys.new_full((k,), torch.iinfo(self.keys.dtype).max)])
-            # Stored offset-major [k^2, k, U] (flattened; offsets x-major, then y, then z), which `pairs` reads
-            # without a transpose, + one slot that takes the misses.
+            # Stored offset-major [k^2, k, U] (flattened; offsets x-major, then y, then z), + one slot that
+            # takes the misses.
             table = torch.full((k**3 * u + 1,), u, dtype=torch.long, device=self.keys.device)
             slots = (torch.arange(k * k, device=self.keys.device) * (k * u))[None, :] + torch.arange(
                 u, device=self.keys.device)[:, None]  # [U, k^2] slot of (column, dz = 0)
@@ -87,20 +90,73 @@ class VoxelIndex:
         return self._neighbours[kernel_size]
 
     def pairs(self, kernel_size: int) -> list[tuple[Tensor, Tensor]]:
-        """Per kernel offset: (output voxels, their neighbour voxels) for the neighbours that exist."""
+        """Per kernel offset (x-major, then y, then z): (output voxels ascending, their neighbour voxels)
+        for the neighbours that exist."""
+        _check_kernel(kernel_size)
         if kernel_size not in self._pairs:
-            neighbours = self.neighbours(kernel_size)
-            # One pass over all offsets: pairs come out grouped by offset, output voxels ascending in each.
-            by_offset = neighbours.t().contiguous()  # [k^3, U], already stored so (no copy)
-            hits = by_offset < self.num_voxels
-            found = hits.view(-1).nonzero().squeeze(1)
-            counts = hits.sum(1)  # [k^3]
-            starts = torch.arange(len(counts), device=found.device) * self.num_voxels
-            rows = found - torch.repeat_interleave(starts, counts, output_size=len(found))
-            sources = by_offset.view(-1)[found]
-            counts = counts.tolist()
-            self._pairs[kernel_size] = list(zip(rows.split(counts), sources.split(counts)))
+            self._pairs[kernel_size] = self._build_pairs(kernel_size)
         return self._pairs[kernel_size]
+
+    def _build_pairs(self, k: int) -> list[tuple[Tensor, Tensor]]:
+        span = (k // 2) * (self.side**2 + self.side + 1)  # largest |key offset| of the kernel
+        if self.num_voxels and int(self.keys[-1]) - int(self.keys[0]) + 2 * span + 1 <= DENSE_LOOKUP_SLOTS:
+            return self._pairs_by_lookup(k, int(self.keys[0]) - span, int(self.keys[-1]) + span + 1)
+        return self._pairs_by_search(k)
+
+    def _pairs_by_lookup(self, k: int, lo: int, hi: int) -> list[tuple[Tensor, Tensor]]:
+        # A dense table over the key range [lo, hi) holds voxel + 1 (0 = empty): one gather per offset, at
+        # ascending addresses (the keys are sorted), instead of binary searches.
+        r, u, dev = k // 2, self.num_voxels, self.keys.device
+        lookup = torch.zeros(hi - lo, dtype=torch.int32, device=dev)
+        lookup[self.keys - lo] = torch.arange(1, u + 1, dtype=torch.int32, device=dev)
+        steps = torch.arange(-r, r + 1, device=dev)
+        dxyz = torch.cartesian_prod(steps, steps, steps)  # [k^3, 3] offsets x-major, then y, then z
+        deltas = (dxyz[:, 0] * self.side + dxyz[:, 1]) * self.side + dxyz[:, 2]  # [k^3] key offsets
+        per_block = max(1, PAIRS_BLOCK_ELEMENTS // max(u, 1))  # offsets per block
+        local = self.keys - lo
+        out: list[tuple[Tensor, Tensor]] = []
+        for o0 in range(0, k**3, per_block):
+            queries = local[None, :] + deltas[o0:o0 + per_block, None]  # [no, U]
+            # [no * U] neighbour + 1 or 0; index_select is several times faster than advanced indexing on CPU
+            found = lookup.index_select(0, queries.view(-1))
+            hits = found.nonzero().squeeze(1)
+            counts = (found.view(len(queries), u) != 0).sum(1).tolist()
+            rows, sources = torch.remainder(hits, u), found.index_select(0, hits).long() - 1
+            out.extend(zip(rows.split(counts), sources.split(counts)))
+        return out
+
+    def _pairs_by_search(self, k: int) -> list[tuple[Tensor, Tensor]]:
+        # As `neighbours`, but a few kernel columns at a time: the [k^3, U] table is never materialised,
+        # each block's table stays cache-sized (on CPU the whole table cost more than the conv itself).
+        r, u, dev = k // 2, self.num_voxels, self.keys.device
+        steps = torch.arange(-r, r + 1, device=dev)
+        dxy = torch.cartesian_prod(steps, steps)  # [k^2, 2]
+        deltas = (dxy[:, 0] * self.side + dxy[:, 1]) * self.side - r  # [k^2] key of a column's first voxel - key
+        padded = torch.cat([self.keys, self.keys.new_full((k,), torch.iinfo(self.keys.dtype).max)])
+        ids = torch.arange(u, device=dev)
+        per_block = max(1, PAIRS_BLOCK_ELEMENTS // max(k * u, 1))  # kernel columns per block
+        out: list[tuple[Tensor, Tensor]] = []
+        for c0 in range(0, k * k, per_block):
+            nc = min(per_block, k * k - c0)
+            firsts = self.keys[None, :] + deltas[c0:c0 + nc, None]  # [nc, U]
+            found = torch.searchsorted(self.keys, firsts)  # first voxel at or after each column start
+            slots = (torch.arange(nc, device=dev) * (k * u))[:, None] + ids  # [nc, U] slot of (column, dz = 0)
+            table = torch.full((nc * k * u + 1,), u, dtype=torch.long, device=dev)  # + one slot for the misses
+            for j in range(k):  # a column's occupied voxels are the next <= k sorted keys
+                dz = padded.index_select(0, (found + j).view(-1)).view(nc, u) - firsts  # [nc, U] z offset + r
+                table.scatter_(0, torch.where(dz < k, slots + dz * u, len(table) - 1).view(-1),
+                               (found + j).view(-1))
+            hits = table[:-1] < u  # [nc * k * U], offset-major
+            positions = hits.nonzero().squeeze(1)
+            counts = hits.view(nc * k, u).sum(1).tolist()
+            rows, sources = torch.remainder(positions, u), table.index_select(0, positions)
+            out.extend(zip(rows.split(counts), sources.split(counts)))
+        return out
+
+
+def _check_kernel(kernel_size: int) -> None:
+    if kernel_size % 2 != 1 or kernel_size // 2 > MARGIN:
+        raise OpenLSMError(f"kernel size must be odd and at most {2 * MARGIN + 1}, got {kernel_size}")
 
 
 def _keys(batch: Tensor, grid: Tensor, side: int) -> Tensor:
@@ -123,6 +179,13 @@ def submanifold_conv3d(feats: Tensor, index: VoxelIndex, weight: Tensor, bias: T
     "pairs": per kernel offset, only the existing neighbour pairs (less memory traffic on sparse
     surfaces: CPU); "auto" picks by device.
     """
+    return submanifold_conv3d_voxels(feats, index, weight, bias, method).index_select(0, index.inverse)
+
+
+def submanifold_conv3d_voxels(feats: Tensor, index: VoxelIndex, weight: Tensor, bias: Tensor | None = None,
+                              method: str = "auto") -> Tensor:
+    """As `submanifold_conv3d`, but one row per voxel [U, C_out] (points read theirs at `index.inverse`):
+    row-wise layers that follow can run on the U voxels instead of the N >= U points."""
     c_out, k = weight.shape[0], weight.shape[1]
     c_in = weight.shape[-1]
     if feats.ndim != 2 or feats.shape[1] != c_in:
@@ -149,7 +212,6 @@ def submanifold_conv3d(feats: Tensor, index: VoxelIndex, weight: Tensor, bias: T
         out = torch.cat(outs) if outs else feats.new_zeros(0, c_out)
     else:
         raise OpenLSMError(f"unknown sparse conv method {method!r}")
-    out = out.index_select(0, index.inverse)  # [N, C_out]
     return out + bias if bias is not None else out
 
 
@@ -173,6 +235,10 @@ class SubMConv3d(nn.Module):
 
     def forward(self, feats: Tensor, index: VoxelIndex, method: str = "auto") -> Tensor:
         return submanifold_conv3d(feats, index, self.weight, self.bias, method)
+
+    def forward_voxels(self, feats: Tensor, index: VoxelIndex, method: str = "auto") -> Tensor:
+        """[N, C_in] -> [U, C_out], one row per voxel (see `submanifold_conv3d_voxels`)."""
+        return submanifold_conv3d_voxels(feats, index, self.weight, self.bias, method)
 
     def extra_repr(self) -> str:
         c_out, k, c_in = self.weight.shape[0], self.kernel_size, self.weight.shape[-1]

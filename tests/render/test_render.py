@@ -61,12 +61,15 @@ def random_scene(n, seed, feat=3, dtype=torch.float64, degree=2):
     return g
 
 
-@pytest.fixture(params=[None, 97], ids=["one-chunk", "many-chunks"])
+@pytest.fixture(params=[None, 97, "int64"], ids=["one-chunk", "many-chunks", "int64-keys"])
 def chunks(request, monkeypatch):
-    """Rasterise in one chunk, or in chunks of ~97 pairs (carried transmittance, saturated pixels skipped)."""
+    """Rasterise in one chunk, in chunks of ~97 pairs (carried transmittance, saturated pixels skipped), or with
+    int64 sort keys (what images too large for int32 (pixel, rank) keys use)."""
     from openlsm.render import torch_backend
 
-    if request.param:
+    if request.param == "int64":
+        monkeypatch.setattr(torch_backend, "MAX_INT32_KEY", 1000)
+    elif request.param:
         monkeypatch.setattr(torch_backend, "CHUNK_PAIRS", request.param)
     return request.param
 

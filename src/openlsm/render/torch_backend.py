@@ -29,6 +29,7 @@ ALPHA_MIN = 1.0 / 255.0
 MAX_ALPHA = 0.999
 T_MIN = 1e-4
 CHUNK_PAIRS = 1 << 22  # (pixel, Gaussian) pairs per front-to-back chunk: bounds memory, enables early stops
+MAX_INT32_KEY = 2**31 - 1  # (pixel, depth rank) sort keys stay int32 (sorting twice as fast) up to this
 
 
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
@@ -161,6 +162,7 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
     ids = ids[torch.argsort(depths.detach()[ids], stable=True)]  # front to back
     x0, x1, y0, y1 = _boxes(means2d[ids], radii[ids], width, height)
     ends = torch.cumsum((x1 - x0) * (y1 - y0), 0)  # pairs up to and including each Gaussian
+    int32_len = MAX_INT32_KEY // n_pix  # Gaussians per chunk whose (pixel, rank) keys fit in int32
     params = torch.cat([means2d, conics, opacities[:, None]], -1)  # [N, 6] centre, conic, opacity
     log_T = values.new_zeros(n_pix)  # log transmittance in front of the next chunk, per pixel
     out = values.new_zeros(n_pix, values.shape[1])
@@ -169,6 +171,8 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
     while start < len(ids):
         before = int(ends[start - 1]) if start else 0
         stop = max(start + 1, int(torch.searchsorted(ends, before + chunk_pairs, right=True)))
+        if int32_len >= 4096:  # else (huge images) int64 keys beat many tiny chunks
+            stop = min(stop, start + int32_len)
         sl, start = slice(start, stop), stop
         open_pix = log_T.detach() > math.log(T_MIN)  # [n_pix] pixels that still take weight
         n_open = int(open_pix.sum())
@@ -185,7 +189,10 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
         pix, rank, alpha = _box_alphas(params, ids_c, x0[sl][live], x1[sl][live], y0[sl][live], y1[sl][live], width,
                                        open_mask)
         # Group by pixel, each pixel's pairs in depth order (rank = position in the depth-sorted chunk).
-        order = torch.sort(pix * len(ids_c) + rank).indices
+        if len(ids_c) <= int32_len:
+            order = torch.sort(pix.to(torch.int32) * len(ids_c) + rank.to(torch.int32)).indices
+        else:
+            order = torch.sort(pix * len(ids_c) + rank).indices
         pix, alpha = pix.index_select(0, order), alpha.index_select(0, order)
         gid = ids_c.index_select(0, rank.index_select(0, order))
         # Transmittance before each pair = the carried one x exp(Σ log(1 - α) of the earlier pairs of its pixel in
@@ -200,9 +207,14 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
         T_after = T_before * (1 - alpha)
         w = torch.where(T_after > T_MIN, alpha * T_before, torch.zeros_like(alpha))  # stop where T would hit 1e-4
         crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-        out = out + _WeightedPairSum.apply(w, values, crow, pix, gid)
-        alpha_img = alpha_img.index_add(0, pix, w)
-        log_T = log_T.index_add(0, pix, log_t.to(log_T.dtype))
+        part = _WeightedPairSum.apply(w, values, crow, pix, gid)
+        if part.requires_grad or w.requires_grad:  # autograd: out of place
+            out, alpha_img = out + part, alpha_img.index_add(0, pix, w)
+            log_T = log_T.index_add(0, pix, log_t.to(log_T.dtype))
+        else:  # no graph: accumulate in place (no [pixels, D] temporaries per chunk)
+            out.add_(part)
+            alpha_img.index_add_(0, pix, w)
+            log_T.index_add_(0, pix, log_t.to(log_T.dtype))
     return out.reshape(height, width, -1), alpha_img.reshape(height, width)
 
 

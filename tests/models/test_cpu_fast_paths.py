@@ -11,12 +11,7 @@ from openlsm.models.lsm.sparse_conv import SubMConv3d, VoxelIndex, submanifold_c
 TINY = PTv3Config.tiny()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def pairs_from_table(index: VoxelIndex, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

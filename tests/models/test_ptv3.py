@@ -21,13 +21,7 @@ TSV = Path(__file__).parent / "data" / "ptv3_state_dict.tsv"
 TINY = PTv3Config.tiny()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the test machine's cores are shared; tiny ops run much faster without intra-op threading
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def cloud(n: int, seed: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,12 +1,8 @@
-"""Training tests run single-threaded: on a shared 2-core machine, intra-op threads only contend."""
+"""Training tests run single-threaded (the `one_thread` fixture of tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):
     yield
-    torch.set_num_threads(n)

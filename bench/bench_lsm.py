@@ -86,6 +86,7 @@ def main():
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler tables of one more forward")
     p.add_argument("--knn", action="store_true", help="time the kNN alone")
     p.add_argument("--knn-bruteforce", action="store_true", help="with --knn: also the all-pairs path (slow)")
     a = p.parse_args()
@@ -148,6 +149,13 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
             totals.append(time.perf_counter() - t)
     finally:
         head_module.knn_mean_sq_dist = knn
+    if a.profile:
+        with torch.profiler.profile() as prof, torch.no_grad(), \
+                torch.autocast(dev.type, torch.bfloat16, enabled=a.dtype == "bf16"):
+            model(imgs[0], imgs[1])
+            sync()
+        for key in (["self_cuda_time_total"] if dev.type == "cuda" else []) + ["self_cpu_time_total"]:
+            print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
 
     def med(xs):
         return sorted(xs)[len(xs) // 2]

@@ -39,6 +39,18 @@ def pixel_aligned_scene(res: int = 256, feature_dim: int = 64, seed: int = 0) ->
     return gs, Cameras.from_fov(60, res, res, mid)
 
 
+def _render_gsplat_rasterization(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d):
+    """The previous gsplat path: one `rasterization` call on RGB + features + expected depth."""
+    from gsplat import rasterization
+
+    C = viewmats.shape[0]
+    values = colors if feats is None else torch.cat([colors, feats[None].expand(C, -1, -1)], -1)
+    out, alphas, _ = rasterization(g.means, g.quats, g.scales, g.opacities, values, viewmats, Ks, width, height,
+                                   near_plane=near, far_plane=far, eps2d=eps2d, render_mode="RGB+ED", packed=False,
+                                   channel_chunk=128)
+    return out[..., :3], out[..., -1], alphas[..., 0], out[..., 3:-1] if feats is not None else None
+
+
 def timed(fn, device, repeat, clock=time.perf_counter):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fn()
@@ -61,7 +73,9 @@ def main():
     p.add_argument("--features", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--backward", action="store_true")
-    p.add_argument("--channel-chunk", type=int, default=None, help="gsplat channels per pass")
+    p.add_argument("--gsplat-rasterization", action="store_true", help="time gsplat.rasterization() in one call "
+                   "(RGB+ED on 68 channels, channel_chunk 128: the previous implementation) instead of openlsm's path")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one forward")
     p.add_argument("--scene", default=None, help="a reconstruction folder (gaussians.ply + cameras.json) to render "
                    "from its first camera instead of the synthetic wall")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
@@ -71,10 +85,10 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     clock = time.process_time if a.cpu_time else time.perf_counter
-    if a.channel_chunk:
-        import openlsm.render.render as rr
+    if a.gsplat_rasterization:
+        import sys
 
-        rr.GSPLAT_CHANNEL_CHUNK = a.channel_chunk
+        sys.modules["openlsm.render.render"]._render_gsplat = _render_gsplat_rasterization
     device = torch.device(a.device)
     if a.scene:
         from openlsm.scene import Scene
@@ -95,7 +109,7 @@ def main():
         t_fwd = timed(fwd, device, a.repeat, clock)
         res = {"bench": "render", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
                f"cpu x{torch.get_num_threads()}", "backend": a.backend, "gaussians": len(g), "size": size,
-               "features": a.features, "channel_chunk": a.channel_chunk, "scene": a.scene, "clock": clock.__name__,
+               "features": a.features, "gsplat_rasterization": a.gsplat_rasterization, "scene": a.scene, "clock": clock.__name__,
                "forward_s": round(t_fwd, 5), "fps": round(1 / t_fwd, 1)}
         if a.backward:
             params = [t.requires_grad_() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features)]
@@ -107,6 +121,13 @@ def main():
             res["forward_backward_s"] = round(timed(fwd_bwd, device, a.repeat, clock), 5)
             for t in params:
                 t.requires_grad_(False)
+        if a.profile:
+            with torch.profiler.profile() as prof:
+                fwd()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+            print(prof.key_averages().table(sort_by=sort_by, row_limit=20), flush=True)
         if device.type == "cuda":
             res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         print(json.dumps(res), flush=True)

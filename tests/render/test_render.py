@@ -61,14 +61,17 @@ def random_scene(n, seed, feat=3, dtype=torch.float64, degree=2):
     return g
 
 
-@pytest.fixture(params=[None, 97, "int64"], ids=["one-chunk", "many-chunks", "int64-keys"])
+@pytest.fixture(params=[None, 97, "int64", "fine"], ids=["one-chunk", "many-chunks", "int64-keys", "fine-groups"])
 def chunks(request, monkeypatch):
-    """Rasterise in one chunk, in chunks of ~97 pairs (carried transmittance, saturated pixels skipped), or with
-    int64 sort keys (what images too large for int32 (pixel, rank) keys use)."""
+    """Rasterise in one chunk, in chunks of ~97 pairs (carried transmittance, saturated pixels skipped), with
+    int64 sort keys (what images too large for int32 (pixel, rank) keys use), or with one broadcast per exact box
+    size class (small test scenes otherwise pad every class to a coarse one)."""
     from openlsm.render import torch_backend
 
     if request.param == "int64":
         monkeypatch.setattr(torch_backend, "MAX_INT32_KEY", 1000)
+    elif request.param == "fine":
+        monkeypatch.setattr(torch_backend, "MIN_GROUP", 1)
     elif request.param:
         monkeypatch.setattr(torch_backend, "CHUNK_PAIRS", request.param)
     return request.param
@@ -194,3 +197,29 @@ def test_box_size_classes_cover_each_side_with_little_padding():
     assert torch.equal(s[:9], n[:9])  # exact up to 8
     assert (s >= n).all() and (s[1:] <= 1.25 * n[1:] + 1e-9).all()  # never smaller, at most 25 % larger
     assert len(torch.unique(s)) < 60  # few classes, so few broadcasts
+
+
+@pytest.mark.parametrize("min_group", [1, 10_000])
+def test_boxes_clipped_at_the_image_border_do_not_wrap_into_the_next_row(min_group, monkeypatch):
+    """Gaussians straddling the right and bottom borders: their boxes are clipped, then padded to a size class;
+    the padding must not spill into pixels of the next row (flat pixel indices wrap there)."""
+    from openlsm.render import torch_backend
+    from openlsm.render.render import view_colors
+
+    monkeypatch.setattr(torch_backend, "MIN_GROUP", min_group)
+    W, H = 21, 13
+    cam = Cameras(make_K(20.0, 20.0, W / 2, H / 2).double(), torch.eye(4, dtype=torch.float64), W, H)
+    g = random_scene(12, seed=5, feat=2)
+    z = 2.0
+    px = torch.tensor([[20.6, 3.5], [20.9, 7.2], [12.5, 12.8], [20.7, 12.6]] * 3, dtype=torch.float64)
+    g.means = torch.cat([(px - torch.tensor([W / 2, H / 2], dtype=torch.float64)) * z / 20.0,
+                         torch.full((12, 1), z, dtype=torch.float64)], -1)
+    g.log_scales = torch.log(torch.rand(12, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+                             * 0.15 + 0.1)  # 1 to 2.5 px
+    g.opacity_logits = torch.full((12,), 3.0, dtype=torch.float64)
+    out = render(g, cam, backend="torch")
+    values = torch.cat([view_colors(g, torch.eye(4, dtype=torch.float64)[None], None)[0], g.features], -1)
+    acc, alpha, _ = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
+                                     MAX_ALPHA)
+    assert torch.allclose(out.alpha, alpha, atol=1e-9) and torch.allclose(out.rgb, acc[..., :3], atol=1e-9)
+    assert alpha[:, 0].max() < 1e-3  # the left column is far from every Gaussian

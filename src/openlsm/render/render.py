@@ -11,6 +11,7 @@ Batched scenes: gaussians [B, N] (see Gaussians.stack) with cameras [B, C] give 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,9 +25,7 @@ from .torch_backend import project_gaussians, rasterize
 
 log = logging.getLogger(__name__)
 Backend = Literal["auto", "torch", "gsplat"]
-# gsplat rasterises at most this many channels per pass (its own default is 32); RGB + 64-d features + depth
-# is 68 channels. Measured in bench/bench_render.py --channel-chunk.
-GSPLAT_CHANNEL_CHUNK = 128  # 667 vs 623 FPS (32) and 457 (64) at 256² on an H100, docs/benchmarks.md
+GSPLAT_TILE = 16
 
 
 @dataclass
@@ -128,13 +127,24 @@ def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2
 
 
 def _render_gsplat(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d):
-    from gsplat import rasterization
+    """gsplat's projection and tile sort once, then one rasterisation pass for RGB + depth (4 channels) and one for
+    the features: channel counts gsplat runs without padding (one 68-channel pass is padded to 128)."""
+    from gsplat import fully_fused_projection, isect_offset_encode, isect_tiles, rasterize_to_pixels
 
-    C = viewmats.shape[0]
-    values = colors if feats is None else torch.cat([colors, feats[None].expand(C, -1, -1)], -1)
-    out, alphas, _ = rasterization(g.means, g.quats, g.scales, g.opacities, values, viewmats, Ks, width, height,
-                                   near_plane=near, far_plane=far, eps2d=eps2d, sh_degree=None,
-                                   render_mode="RGB+ED", packed=False,
-                                   channel_chunk=GSPLAT_CHANNEL_CHUNK)
-    fts = out[..., 3:-1] if feats is not None else None
-    return out[..., :3], out[..., -1], alphas[..., 0], fts
+    C, N = viewmats.shape[0], g.means.shape[0]
+    radii, means2d, depths, conics, _ = fully_fused_projection(
+        g.means, None, g.quats, g.scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near, far_plane=far,
+        packed=False, opacities=g.opacities)
+    opacities = g.opacities[None].expand(C, N)
+    tw, th = math.ceil(width / GSPLAT_TILE), math.ceil(height / GSPLAT_TILE)
+    _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, GSPLAT_TILE, tw, th, n_images=C)
+    offsets = isect_offset_encode(isect_ids, C, tw, th).reshape(C, th, tw)
+
+    def composite(values):  # [C, N, K] -> [C, H, W, K], alpha [C, H, W, 1]
+        return rasterize_to_pixels(means2d, conics, values, opacities, width, height, GSPLAT_TILE, offsets,
+                                   flatten_ids)
+
+    rgbd, alphas = composite(torch.cat([colors, depths[..., None]], -1))
+    fts = composite(feats[None].expand(C, -1, -1))[0] if feats is not None else None
+    depth = rgbd[..., 3] / alphas[..., 0].clamp_min(1e-10)
+    return rgbd[..., :3], depth, alphas[..., 0], fts

@@ -29,13 +29,8 @@ ALPHA_MIN = 1.0 / 255.0
 MAX_ALPHA = 0.999
 T_MIN = 1e-4
 CHUNK_PAIRS = 1 << 22  # (pixel, Gaussian) pairs per front-to-back chunk: bounds memory, enables early stops
+MIN_GROUP = 256  # boxes of a rarer size class are padded to a coarse class (fewer, larger broadcasts)
 MAX_INT32_KEY = 2**31 - 1  # (pixel, depth rank) sort keys stay int32 (sorting twice as fast) up to this
-
-
-def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
-    """Σ = R S Sᵀ Rᵀ  [..., N, 3, 3]."""
-    M = quat_to_rotmat(quats) * scales[..., None, :]
-    return M @ M.transpose(-1, -2)
 
 
 def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor,
@@ -46,10 +41,9 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     means [N, 3], quats [N, 4], scales [N, 3], opacities [N], viewmats [C, 4, 4], Ks [C, 3, 3]
     -> means2d [C, N, 2], depths [C, N], conics [C, N, 3] (a, b, c of Σ2d⁻¹), radii [C, N, 2] int (0 = culled).
     """
-    R, t = viewmats[:, None, :3, :3], viewmats[:, None, :3, 3]  # [C, 1, 3, 3], [C, 1, 3]
-    pc = (R @ means[None, :, :, None])[..., 0] + t  # [C, N, 3]
+    R, t = viewmats[:, :3, :3], viewmats[:, None, :3, 3]  # [C, 3, 3], [C, 1, 3]
+    pc = means[None] @ R.transpose(-1, -2) + t  # [C, N, 3]
     x, y, z = pc.unbind(-1)
-    covar_c = R @ quat_scale_to_covar(quats, scales)[None] @ R.transpose(-1, -2)  # [C, N, 3, 3]
 
     fx, fy = Ks[:, None, 0, 0], Ks[:, None, 1, 1]
     cx, cy = Ks[:, None, 0, 2], Ks[:, None, 1, 2]
@@ -57,12 +51,17 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
     tx = zs * torch.minimum((width - cx) / fx + 0.3 * tan_x, torch.maximum(-(cx / fx + 0.3 * tan_x), x / zs))
     ty = zs * torch.minimum((height - cy) / fy + 0.3 * tan_y, torch.maximum(-(cy / fy + 0.3 * tan_y), y / zs))
-    zero = torch.zeros_like(zs)
-    J = torch.stack([fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2], -1).reshape(*zs.shape, 2, 3)
-    cov2d = J @ covar_c @ J.transpose(-1, -2)
-    a = cov2d[..., 0, 0] + eps2d
-    b = cov2d[..., 0, 1]
-    c = cov2d[..., 1, 1] + eps2d
+    # Σ2d = J W Σ Wᵀ Jᵀ = T Tᵀ with T = J W R S: written out per row (3x3 batched matmuls are slow on the CPU).
+    # J's rows times W: (fx/z)·W₀ - (fx·tx/z²)·W₂ and (fy/z)·W₁ - (fy·ty/z²)·W₂   [C, N, 3]
+    W0, W1, W2 = R[:, None, 0], R[:, None, 1], R[:, None, 2]  # [C, 1, 3]
+    jw0 = (fx / zs)[..., None] * W0 - (fx * tx / zs**2)[..., None] * W2
+    jw1 = (fy / zs)[..., None] * W1 - (fy * ty / zs**2)[..., None] * W2
+    M = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3] R·S
+    T0 = jw0[..., 0:1] * M[:, 0] + jw0[..., 1:2] * M[:, 1] + jw0[..., 2:3] * M[:, 2]  # [C, N, 3]
+    T1 = jw1[..., 0:1] * M[:, 0] + jw1[..., 1:2] * M[:, 1] + jw1[..., 2:3] * M[:, 2]
+    a = (T0 * T0).sum(-1) + eps2d
+    b = (T0 * T1).sum(-1)
+    c = (T1 * T1).sum(-1) + eps2d
     det = a * c - b * b
     det_safe = torch.where(det > 0, det, torch.ones_like(det))
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], -1)
@@ -97,46 +96,75 @@ def _size_classes(n: Tensor) -> Tensor:
     return torch.where(n <= 8, n, (n + step - 1) // step * step)
 
 
+def _coarse_size(n: Tensor) -> Tensor:
+    """Box side -> the next power of two, at least 8: few classes for the rare box shapes."""
+    return torch.exp2(torch.log2(n.clamp_min(8).double()).ceil()).long()
+
+
+def _class_keys(sx: Tensor, sy: Tensor) -> tuple[Tensor, Tensor]:
+    """One integer per (padded width, padded height) class [M], and the number of boxes of each key value."""
+    keys = sx * (int(sy.max()) + 1) + sy if len(sx) else sx
+    return keys, torch.bincount(keys)
+
+
 def _box_alphas(params: Tensor, ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, width: int,
                 open_pix: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Every (pixel, Gaussian) pair inside the boxes [x0, x1) x [y0, y1) of Gaussians `ids` whose alpha is >= 1/255
     (and whose pixel is in `open_pix`, when given) -> pix [P], rank [P] (the Gaussian's position in `ids`), alpha [P].
 
-    Boxes are grouped by padded size; a group's pairs are a [G, K] broadcast of box corners and offsets, so no
-    per-pair gathers are needed. The opacity-aware box bounds the whole region where alpha >= 1/255, so these are
-    exactly the pairs that gsplat's 16x16 tiles evaluate and do not skip.
+    Boxes are grouped by padded size; a group's pairs are a [G, K] broadcast of per-Gaussian terms and per-offset
+    terms, so no per-pair gathers are needed until the kept pairs are picked. The opacity-aware box bounds the whole
+    region where alpha >= 1/255, so these are exactly the pairs that gsplat's 16x16 tiles evaluate and do not skip.
     """
     nx, ny = x1 - x0, y1 - y0
     sx, sy = _size_classes(nx), _size_classes(ny)
-    keys = sx * (int(sy.max()) + 1) + sy if len(ids) else sx
-    order = torch.argsort(keys)
-    _, counts = torch.unique_consecutive(keys[order], return_counts=True)
+    keys, counts = _class_keys(sx, sy)
+    rare = counts.index_select(0, keys) < MIN_GROUP  # each small group costs a loop turn: pad them to coarse sizes
+    if bool(rare.any()):
+        sx, sy = torch.where(rare, _coarse_size(sx), sx), torch.where(rare, _coarse_size(sy), sy)
+        keys, counts = _class_keys(sx, sy)
+    order = torch.argsort(keys, stable=True)
+    counts = counts[counts > 0]
+    p = params.index_select(0, ids)  # [M, 6] centre, conic, opacity
+    dt = p.dtype
+    # Per Gaussian: offset of its box's first pixel centre from its mean, half conic, and the exponent above which
+    # alpha = o·exp(-σ) falls under 1/255 (so the threshold test needs no exp).
+    dx0 = (x0.to(dt) + 0.5) - p[:, 0]
+    dy0 = (y0.to(dt) + 0.5) - p[:, 1]
+    a2, b, c2, opac = 0.5 * p[:, 2], p[:, 3], 0.5 * p[:, 4], p[:, 5]
+    sigma_max = torch.log(opac * 255.0)
+    base = y0 * width + x0  # first pixel of each box
+    grad = torch.is_grad_enabled() and p.requires_grad
     pixs, ranks, alphas = [], [], []
     for g in order.split(counts.tolist()):
         SX, SY = int(sx[g[0]]), int(sy[g[0]])
         if SX == 0 or SY == 0:
             continue
         offs = torch.arange(SX * SY, device=ids.device)
-        px = x0[g, None] + offs % SX  # [G, K]
-        py = y0[g, None] + offs // SX
-        inside = (px < x1[g, None]) & (py < y1[g, None])
-        p = params.index_select(0, ids[g])  # [G, 6] centre, conic, opacity
-        dx = (px + 0.5).to(p.dtype) - p[:, 0:1]
-        dy = (py + 0.5).to(p.dtype) - p[:, 1:2]
-        sigma = 0.5 * (p[:, 2:3] * dx * dx + p[:, 4:5] * dy * dy) + p[:, 3:4] * dx * dy
-        alpha = torch.clamp(p[:, 5:6] * torch.exp(-sigma), max=MAX_ALPHA)
-        pix = py * width + px
-        keep = inside & (sigma >= 0) & (alpha >= ALPHA_MIN)
+        ox, oy = offs % SX, torch.div(offs, SX, rounding_mode="floor")
+        dx = dx0[g, None] + ox.to(dt)  # [G, K]
+        dy = dy0[g, None] + oy.to(dt)
+        if grad:  # σ = ½a·dx² + b·dx·dy + ½c·dy²
+            sigma = (dx * a2[g, None] + dy * b[g, None]) * dx + dy * dy * c2[g, None]
+        else:  # the same in place, sparing [G, K] temporaries
+            sigma = dx * a2[g, None]
+            sigma.addcmul_(dy, b[g, None]).mul_(dx).addcmul_(dy.mul_(dy), c2[g, None])
+        keep = (sigma <= sigma_max[g, None]) & (sigma >= 0)
+        if bool((sx[g] != nx[g]).any() | (sy[g] != ny[g]).any()):  # padded boxes: drop offsets past the box
+            keep &= (ox < nx[g, None]) & (oy < ny[g, None])
+        off_pix = oy * width + ox  # [K]
         if open_pix is not None:
-            keep &= open_pix[pix.clamp_max(len(open_pix) - 1)]
+            keep &= open_pix[(base[g, None] + off_pix).clamp_max(len(open_pix) - 1)]
         flat = keep.view(-1).nonzero()[:, 0]
-        pixs.append(pix.view(-1).index_select(0, flat))
-        ranks.append(g.index_select(0, torch.div(flat, SX * SY, rounding_mode="floor")))
-        alphas.append(alpha.view(-1).index_select(0, flat))
+        gi = torch.div(flat, SX * SY, rounding_mode="floor")
+        rank = g.index_select(0, gi)
+        pixs.append(base.index_select(0, rank) + off_pix.index_select(0, flat - gi * (SX * SY)))
+        ranks.append(rank)
+        alphas.append(torch.exp(-sigma.view(-1).index_select(0, flat)) * opac.index_select(0, rank))
     if not pixs:
         empty = ids.new_zeros(0)
         return empty, empty, params.new_zeros(0)
-    return torch.cat(pixs), torch.cat(ranks), torch.cat(alphas)
+    return torch.cat(pixs), torch.cat(ranks), torch.cat(alphas).clamp(max=MAX_ALPHA)
 
 
 def _any_open(open_pix: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor) -> Tensor:
@@ -189,12 +217,12 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
         pix, rank, alpha = _box_alphas(params, ids_c, x0[sl][live], x1[sl][live], y0[sl][live], y1[sl][live], width,
                                        open_mask)
         # Group by pixel, each pixel's pairs in depth order (rank = position in the depth-sorted chunk).
-        if len(ids_c) <= int32_len:
-            order = torch.sort(pix.to(torch.int32) * len(ids_c) + rank.to(torch.int32)).indices
-        else:
-            order = torch.sort(pix * len(ids_c) + rank).indices
-        pix, alpha = pix.index_select(0, order), alpha.index_select(0, order)
-        gid = ids_c.index_select(0, rank.index_select(0, order))
+        n_c = len(ids_c)
+        keys = pix.to(torch.int32) * n_c + rank.to(torch.int32) if n_c <= int32_len else pix * n_c + rank
+        keys, order = torch.sort(keys, stable=True)
+        pix = torch.div(keys, n_c, rounding_mode="floor")  # decoding the sorted keys is cheaper than two gathers
+        gid = ids_c.index_select(0, keys - pix * n_c)
+        pix, alpha = pix.long(), alpha.index_select(0, order)
         # Transmittance before each pair = the carried one x exp(Σ log(1 - α) of the earlier pairs of its pixel in
         # this chunk): a cumulative sum (float64, so the long sum keeps its precision) minus the sum at the start
         # of the pixel's segment.
@@ -203,7 +231,8 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
         counts = torch.bincount(pix, minlength=n_pix)
         seg_start = torch.cumsum(counts, 0) - counts
         base = torch.cat([csum.new_zeros(1), csum]).index_select(0, seg_start.index_select(0, pix))
-        T_before = torch.exp(csum - log_t - base + log_T.index_select(0, pix).double()).to(alpha.dtype)
+        log_T_before = csum.sub_(log_t).sub_(base).add_(log_T.index_select(0, pix))  # exact sums; exp in float
+        T_before = torch.exp(log_T_before.to(alpha.dtype))
         T_after = T_before * (1 - alpha)
         w = torch.where(T_after > T_MIN, alpha * T_before, torch.zeros_like(alpha))  # stop where T would hit 1e-4
         crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])

@@ -7,6 +7,9 @@
 Sample i of the endless stream (i = step * batch_size + k) belongs to pass e = i // n over the n training rooms and
 is room perm_e[i % n], where perm_e is a permutation seeded by (seed, e). Ranks take contiguous slices of the
 global batch. With `resample_cameras`, pass e draws new cameras (SynthRooms.set_epoch(e)).
+
+SynthRoomsSource(..., workers=N) computes the host part of samples (scene + cameras) in N processes; the Prefetcher
+starts those of the next step (`prepare`) as soon as it is scheduled. Values never depend on N.
 """
 
 from __future__ import annotations
@@ -48,11 +51,16 @@ def concat_batches(parts: list[dict]) -> dict:
 
 
 class SynthRoomsSource:
-    """SynthRooms rooms `0..size-1` of a split; `fetch` renders (or takes from the cache) a list of samples."""
+    """SynthRooms rooms `0..size-1` of a split; `fetch` renders (or takes from the cache) a list of samples.
+
+    workers > 0: scenes and cameras (the CPU part of a sample) come from that many processes (per rank), started
+    ahead by `prepare`; rendering stays on `device`. Same values as workers=0. close() stops the processes.
+    """
 
     def __init__(self, split: str, resolution: int, views: int, size: int | None = None, device=None,
-                 resample_cameras: bool = True, cache: bool = False):
+                 resample_cameras: bool = True, cache: bool = False, workers: int = 0):
         from openlsm.data.synthrooms.dataset import SynthRooms
+        from openlsm.data.synthrooms.pipeline import HostPool
 
         if resolution % 16:
             raise OpenLSMError(f"resolution must be a multiple of 16, got {resolution}")
@@ -61,17 +69,44 @@ class SynthRoomsSource:
         self.dataset = SynthRooms(split, resolution, views=views, length=size, device=device)
         self.resample_cameras = resample_cameras
         self.cache = {} if cache else None
+        self.pool = HostPool(workers) if workers else None  # processes start on the first job
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _pass(self, epoch: int) -> int:
+        """Pass whose cameras a sample of pass `epoch` uses (0 without resample_cameras); the cache key."""
+        return epoch if self.resample_cameras else 0
+
+    def _camera_epoch(self, epoch: int) -> int:
+        return epoch if self.dataset.split == "train" else 0  # as SynthRooms.set_epoch: val/test cameras stay
+
     def _render(self, indices: list[int], epoch: int) -> dict:
-        self.dataset.set_epoch(epoch if self.resample_cameras else 0)
-        sample = self.dataset.sample_batch(indices)
+        from openlsm.data.synthrooms.dataset import make_samples
+
+        # the epoch goes in as an argument (not set_epoch): a prefetch thread may render while prepare runs
+        ds = self.dataset
+        sample = make_samples(ds.seeds(indices), ds.cfg, self._camera_epoch(self._pass(epoch)), ds.device,
+                              self.pool or 0)
         return {k: sample[k] for k in KEYS}
+
+    def prepare(self, pairs: list[tuple[int, int]]) -> None:
+        """Start the host parts of samples [(index, pass)] in the workers, for a later fetch (no-op without)."""
+        if self.pool is None:
+            return
+        keys = [(index, self._pass(epoch)) for index, epoch in pairs]
+        if self.cache is not None:
+            keys = [k for k in keys if k not in self.cache]
+        seeds = self.dataset.seeds([index for index, _ in keys])
+        self.pool.prefetch([(seed, self._camera_epoch(e)) for seed, (_, e) in zip(seeds, keys)], self.dataset.cfg)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def fetch(self, pairs: list[tuple[int, int]]) -> dict:
         """Stack samples [(index, pass)] -> batch dict (images [S, V, 3, H, W], depths, valid, Ks, c2w, labels)."""
+        self.prepare(pairs)  # all host parts of the batch at once (done already when the Prefetcher ran it)
         if self.cache is not None:  # one sample at a time, so a sample's values never depend on its batch
             if self.resample_cameras:  # camera draws of finished passes are never asked for again
                 oldest = min(e for _, e in pairs)
@@ -79,7 +114,7 @@ class SynthRoomsSource:
                     del self.cache[key]
             parts = []
             for index, epoch in pairs:
-                key = (index, epoch if self.resample_cameras else 0)
+                key = (index, self._pass(epoch))
                 if key not in self.cache:
                     self.cache[key] = self._render([index], key[1])
                 parts.append(self.cache[key])
@@ -121,17 +156,21 @@ class DatasetSource:
 
 
 def make_source(data: str, split: str, resolution: int, views: int, size: int | None, device,
-                resample_cameras: bool = True, cache: bool = False):
-    """`synthrooms`: rooms rendered on the fly on `device`; anything else is a `load_dataset` spec."""
+                resample_cameras: bool = True, cache: bool = False, workers: int = 0):
+    """`synthrooms`: rooms rendered on the fly on `device` (host parts in `workers` processes); anything else is
+    a `load_dataset` spec (workers unused)."""
     if data == "synthrooms":
-        return SynthRoomsSource(split, resolution, views, size, device, resample_cameras, cache)
+        return SynthRoomsSource(split, resolution, views, size, device, resample_cameras, cache, workers)
     return DatasetSource(data, split, resolution, views, size, device)
 
 
 class Prefetcher:
     """Renders the next step's batch in a background thread while the current step trains (CPU-side scene
     generation overlaps GPU work; both threads use the default CUDA stream, so ordering stays correct). Data
-    are a pure function of the pairs, so prefetching changes no value."""
+    are a pure function of the pairs, so prefetching changes no value.
+
+    `schedule` also calls `source.prepare(pairs)` where the source has one (SynthRoomsSource with workers), even
+    when the thread is off: the worker processes then build the next step's scenes while this step trains."""
 
     def __init__(self, source, enabled: bool):
         self.source = source
@@ -146,6 +185,9 @@ class Prefetcher:
         return self.source.fetch(pairs)
 
     def schedule(self, step: int, pairs: list[tuple[int, int]]) -> None:
+        prepare = getattr(self.source, "prepare", None)
+        if prepare is not None:
+            prepare(pairs)
         if self.pool is not None:
             self.pending = (step, self.pool.submit(self.source.fetch, pairs))
 

@@ -11,6 +11,10 @@ ops). `set_epoch(e)` re-samples the cameras of training rooms each epoch (the ro
     ds = SynthRooms("train", resolution=256, views=3)
     sample = ds[0]   # images [3,3,256,256], depths, valid, Ks, c2w, labels, instances, normals, scene_seed
     loader = DataLoader(ds, batch_size=8, num_workers=4, worker_init_fn=worker_init_fn)
+    with HostPool(15) as pool:   # GPU: scenes + cameras in 15 processes, all 64 scenes cast together
+        batch = ds.sample_batch(range(64), device="cuda", workers=pool)
+
+For streams of GPU batches with host parts prefetched by a persistent pool, see pipeline.py (SynthStream).
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...cameras import Cameras
 from ...errors import OpenLSMError
-from .raycast import RenderConfig, merge_scenes, render, render_batch, scene_tensors
-from .sampler import SamplerConfig, sample_views, sample_views_batch
-from .scene import SceneConfig, generate_scene
+from .pipeline import HostPool, host_part, render_parts
+from .raycast import RenderConfig, render
+from .sampler import SamplerConfig
+from .scene import SceneConfig
 
 SPLITS = {"train": (0, 10_000_000), "val": (10_000_000, 10_010_000), "test": (10_010_000, 10_020_000)}
 
@@ -50,35 +54,32 @@ def split_seed(split: str, index: int) -> int:
 
 
 def make_sample(seed: int, cfg: SynthConfig = SynthConfig(), epoch: int = 0, device=None) -> dict:
-    """One training sample (dict of tensors) from a scene seed."""
-    scene = generate_scene(seed, cfg.scene)
-    st = scene_tensors(scene, device=device)
-    rng = np.random.default_rng([int(seed), int(epoch), 0xCA3])
-    cams, info = sample_views(st, scene, rng, cfg.width, cfg.height, cfg.views, cfg.sampler)
-    out = render(st, cams.to(device=st.device), cfg.render)
-    return {"images": out["rgb"], "depths": out["depth"], "valid": out["valid"], "Ks": cams.Ks.to(st.device),
-            "c2w": cams.c2w.to(st.device), "labels": out["labels"], "instances": out["instances"],
-            "normals": out["normals"], "scene_seed": torch.tensor(int(seed)),
-            "covisibility": torch.tensor(info["covisibility"], dtype=torch.float32)}
-
-
-def make_samples(seeds: list[int], cfg: SynthConfig = SynthConfig(), epoch: int = 0, device=None) -> dict:
-    """make_sample for many seeds at once, stacked on a leading axis (images [S,V,3,H,W], ...).
-
-    All scenes are cast together (probe renders of the camera sampler and the final render), so a GPU sees a
-    few large launches per batch instead of many small ones per sample. Same values as make_sample.
-    """
-    scenes = [generate_scene(int(s), cfg.scene) for s in seeds]
-    st = merge_scenes([scene_tensors(sc) for sc in scenes], device)
-    rngs = [np.random.default_rng([int(s), int(epoch), 0xCA3]) for s in seeds]
-    drawn = sample_views_batch(st, scenes, rngs, cfg.width, cfg.height, cfg.views, cfg.sampler)
-    cams = Cameras(torch.stack([c.Ks for c, _ in drawn]), torch.stack([c.c2w for c, _ in drawn]), cfg.width,
-                   cfg.height).to(device=st.device)
-    out = render_batch(st, cams, cfg.render)
+    """One training sample (dict of tensors) from a scene seed. Cameras are sampled on the CPU (float32) whatever
+    `device` is, so they never depend on it; only the final render runs on `device`."""
+    part = host_part(seed, cfg, epoch)
+    st = part.st.to(device)
+    cams = part.cameras.to(device=st.device)
+    out = render(st, cams, cfg.render)
     return {"images": out["rgb"], "depths": out["depth"], "valid": out["valid"], "Ks": cams.Ks, "c2w": cams.c2w,
             "labels": out["labels"], "instances": out["instances"], "normals": out["normals"],
-            "scene_seed": torch.tensor([int(s) for s in seeds]),
-            "covisibility": torch.tensor([i["covisibility"] for _, i in drawn], dtype=torch.float32)}
+            "scene_seed": torch.tensor(int(seed)),
+            "covisibility": torch.tensor(part.info["covisibility"], dtype=torch.float32)}
+
+
+def make_samples(seeds: list[int], cfg: SynthConfig = SynthConfig(), epoch: int = 0, device=None,
+                 workers: int | HostPool = 0) -> dict:
+    """make_sample for many seeds at once, stacked on a leading axis (images [S,V,3,H,W], ...).
+
+    Host parts (scene + cameras, CPU) come from `workers` processes (a count: a pool for this call; a HostPool:
+    shared; 0: computed here); all scenes are then cast together on `device`, so a GPU sees a few large launches
+    per batch. Same values as make_sample, whatever `workers` is (see pipeline.py).
+    """
+    if isinstance(workers, HostPool):
+        return render_parts([f.result() for f in [workers.submit(s, cfg, epoch) for s in seeds]], cfg, device)
+    if workers:
+        with HostPool(workers) as pool:
+            return make_samples(seeds, cfg, epoch, device, pool)
+    return render_parts([host_part(s, cfg, epoch) for s in seeds], cfg, device)
 
 
 class SynthRooms(Dataset):
@@ -110,13 +111,19 @@ class SynthRooms(Dataset):
             raise IndexError(index)
         return make_sample(split_seed(self.split, index), self.cfg, self.epoch, self.device)
 
-    def sample_batch(self, indices, device=None) -> dict:
-        """Items `indices` stacked on a leading axis, rendered together (see make_samples); for GPU loaders."""
+    def seeds(self, indices) -> list[int]:
+        """Scene seeds of items `indices`."""
         for i in indices:
             if not 0 <= int(i) < self.length:
                 raise IndexError(i)
-        seeds = [split_seed(self.split, int(i)) for i in indices]
-        return make_samples(seeds, self.cfg, self.epoch, self.device if device is None else device)
+        return [split_seed(self.split, int(i)) for i in indices]
+
+    def sample_batch(self, indices, device=None, workers: int | HostPool = 0) -> dict:
+        """Items `indices` stacked on a leading axis, rendered together (see make_samples); for GPU loaders.
+        workers: processes for the host parts (a HostPool kept across calls, or a count: a pool for this call
+        only, which costs its start-up); same values whatever it is."""
+        return make_samples(self.seeds(indices), self.cfg, self.epoch, self.device if device is None else device,
+                            workers)
 
 
 def worker_init_fn(worker_id: int) -> None:

@@ -15,7 +15,8 @@ if [ "${PART:-bench}" = bench ]; then
   run python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 --repeat 50 --backward
   python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 --repeat 20 --profile > "$OUT/render_profile.txt" 2>&1
   run python3 bench/bench_render.py --device cuda --backend torch --sizes 256 --repeat 10
-  [ -n "${SYNTH:-}" ] && run python3 bench/bench_synthrooms.py --device cuda $SYNTH
+  IFS='|' read -ra synth_runs <<< "${SYNTH:-}"  # e.g. SYNTH="--n 1280 --batch 64 --workers 15|--n 256 --batch 64"
+  for args in "${synth_runs[@]}"; do run python3 bench/bench_synthrooms.py --device cuda $args; done
   run python3 bench/bench_reconstruct.py --device cuda --checkpoint src/openlsm/weights/lsm_small --repeat 3
   run python3 bench/bench_reconstruct.py --device cuda --preset paper --repeat 3 --video-frames 0
   python3 bench/bench_lsm.py --device cuda --presets paper --dtype bf16 --iters 3 --profile > "$OUT/lsm_profile.txt" 2>&1

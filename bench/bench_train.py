@@ -2,6 +2,10 @@
 
     python bench/bench_train.py --device cuda --presets small paper --size 256 --batch 4 --precision bf16
     python bench/bench_train.py --device cpu --presets tiny --size 64 --batch 2 --steps 3
+    python bench/bench_train.py --device cuda --presets small --size 256 --batch 32 --precision fp32 --loss geometry
+
+`--loss geometry` times the geometry-only phase (model.dust3r and the 3D regression; the rest frozen as the
+trainer does).
 
 One SynthRooms batch (views 0, 1 in, all views rendered) is generated on the device once and reused, so
 `pairs_per_s` is the optimizer-step rate alone; `data_ms` is the time to render one fresh batch of rooms and
@@ -23,7 +27,7 @@ from openlsm.models.lsm import LSM, LSMConfig
 from openlsm.train.losses import LossWeights
 from openlsm.train.optim import freeze, param_groups, set_train_mode
 from openlsm.train.step import LossModule
-from openlsm.train.trainer import amp_dtype_of
+from openlsm.train.trainer import amp_dtype_of, freeze_unused
 
 
 def bench_preset(preset: str, a, dev: torch.device) -> dict:
@@ -31,6 +35,7 @@ def bench_preset(preset: str, a, dev: torch.device) -> dict:
     torch.manual_seed(0)
     model = LSM(LSMConfig.preset(preset))
     freeze(model, tuple(a.freeze))
+    freeze_unused(model, a.loss)
     model.to(dev)
     groups = param_groups(model, 0.05)
     trainable = [p for g in groups for p in g["params"]]
@@ -51,7 +56,7 @@ def bench_preset(preset: str, a, dev: torch.device) -> dict:
     set_train_mode(model)
     res = {"bench": "train", "preset": preset, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
            f"cpu x{torch.get_num_threads()}", "precision": a.precision if amp is not None else "fp32",
-           "size": a.size, "batch": a.batch, "views": a.views, "freeze": list(a.freeze),
+           "loss_weights": a.loss, "size": a.size, "batch": a.batch, "views": a.views, "freeze": list(a.freeze),
            "params": sum(p.numel() for p in model.parameters()), "trainable": sum(p.numel() for p in trainable)}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -101,7 +106,8 @@ def main():
     p.add_argument("--batch", type=int, default=4, help="pairs per step (one device)")
     p.add_argument("--views", type=int, default=3)
     p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
-    p.add_argument("--loss", choices=["paper", "official-code"], default="paper")
+    p.add_argument("--loss", choices=["paper", "official-code", "geometry"], default="paper",
+                   help="geometry: model.dust3r and the 3D regression only (what --loss geometry trains)")
     p.add_argument("--freeze", nargs="*", default=[], help="e.g. geometry_encoder (the official setting)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one more step")

@@ -134,3 +134,17 @@ def test_cli_parses_and_runs_one_step(tmp_path, capsys):
     assert enc and all(torch.equal(init[k], saved["model"][k]) for k in enc)
     assert not torch.equal(init["dust3r.dust3r.enc_norm.weight"], saved["model"]["dust3r.dust3r.enc_norm.weight"])
     assert not torch.equal(init["gaussian_head.gaussian_proj.weight"], saved["model"]["gaussian_head.gaussian_proj.weight"])
+
+
+def test_data_workers_change_no_value_and_end_with_the_run(tmp_path):
+    """Rooms built in a worker process give the same run as rooms built in the trainer (loss by loss), and the
+    worker is gone once train() returns."""
+    import multiprocessing
+
+    runs = {}
+    for workers in (0, 1):
+        out = tmp_path / f"w{workers}"
+        train(tiny_config(out, steps=2, cache_data=False, resample_cameras=True, data_workers=workers))
+        runs[workers] = [r["loss"] for r in records(out) if r["split"] == "train"]
+    assert runs[0] == runs[1] and len(runs[0]) == 2
+    assert not multiprocessing.active_children()

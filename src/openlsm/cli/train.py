@@ -46,6 +46,8 @@ class Train:
     """Keep rendered samples in memory (for small fixed sets)."""
     prefetch: bool = True
     """Render the next batch in a background thread while the current step trains (CUDA only)."""
+    data_workers: int = 0
+    """SynthRooms: worker processes (per rank) that build rooms and cameras ahead; the GPU renders them."""
     val_size: int = 16
     """Fixed validation rooms (SynthRooms val split); 0 = no validation."""
     lr: float = 1e-4
@@ -63,8 +65,9 @@ class Train:
     """Autocast dtype of the model on CUDA (CPU always runs fp32)."""
     freeze: tuple[str, ...] = ()
     """Frozen parts: geometry_encoder, geometry, point_transformer, gaussian_head, feature_heads, or prefixes."""
-    loss: Literal["paper", "official-code"] = "paper"
-    """Loss weights: paper (L1 + 0.25 D-SSIM + 0.3 feature + 1.5 conf) or the shipped code's."""
+    loss: Literal["paper", "official-code", "geometry"] = "paper"
+    """Loss weights: paper (L1 + 0.25 D-SSIM + 0.3 feature + 1.5 conf), the shipped code's, or geometry (1.5 conf
+    only: trains the geometry network alone, several times faster a step; continue with --init OUT/model)."""
     semantic_weights: Path | None = None
     """Frozen 2D extractor weights (`openlsm train-semantics` output; an LSeg checkpoint for --config paper)."""
     init: Path | None = None

@@ -1,13 +1,14 @@
 """LSM training losses (lsm.md §5) as small functions, plus the loss-weight presets.
 
-    w = LossWeights.preset("paper")                          # or "official-code"
+    w = LossWeights.preset("paper")                          # or "official-code", "geometry"
     l1, dssim = l1_loss(pred, gt), dssim_loss(pred, gt)        # images [N, 3, H, W] in [0, 1]
     f = feature_loss(model.expand_features(rendered), teacher) # [N, D, h, w] each
     conf, regr = confidence_regression_loss(pred_pts, confs, gt_pts, valid)   # [B, V, H, W, 3], [B, V, H, W]
     c2w = target_cameras(means, gt_pts, valid, gt_c2w)        # GT cameras in view 1's frame, prediction's scale
 
 Paper Eq. 6-7: L = |C - C^| + λ_ssim D-SSIM + λ_feat (1 - cos(S, S^)) + λ_conf Σ_v L_conf. The shipped code uses
-no SSIM, 0.2 on the feature term and 1.0 on the confidence term (`official-code`).
+no SSIM, 0.2 on the feature term and 1.0 on the confidence term (`official-code`). `geometry` keeps only the
+confidence term (paper weight): a cheap phase that trains the geometry network alone (see step.py).
 
 The confidence regression loss is DUSt3R's `ConfLoss(Regr3D(L21, 'avg_dis'), alpha)`: prediction and GT point
 maps (both views, in view 1's frame) are each divided by their mean distance to the origin over the valid pixels
@@ -46,8 +47,17 @@ class LossWeights:
         return cls(ssim=0.0, feature=0.2, conf=1.0)
 
     @classmethod
+    def geometry(cls) -> LossWeights:
+        """Confidence-weighted 3D regression only: compute_losses then runs the geometry network alone."""
+        return cls(l1=0.0, ssim=0.0, feature=0.0)
+
+    @property
+    def geometry_only(self) -> bool:
+        return self.l1 == 0 and self.ssim == 0 and self.feature == 0
+
+    @classmethod
     def preset(cls, name: str) -> LossWeights:
-        presets = {"paper": cls.paper, "official-code": cls.official_code}
+        presets = {"paper": cls.paper, "official-code": cls.official_code, "geometry": cls.geometry}
         if name not in presets:
             raise OpenLSMError(f"unknown loss preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()

@@ -59,6 +59,7 @@ class TrainConfig:
     resample_cameras: bool = True  # new camera draws on every pass over the training rooms
     cache_data: bool = False  # keep rendered samples in memory (small fixed sets)
     prefetch: bool = True  # render the next batch in a background thread (CUDA only)
+    data_workers: int = 0  # SynthRooms: processes per rank building scenes + cameras ahead (the GPU renders them)
     val_size: int = 16  # fixed validation rooms (SynthRooms val split)
     steps: int = 10_000
     batch_size: int = 8  # global batch: pairs per optimizer step over all ranks and accumulation steps
@@ -73,7 +74,7 @@ class TrainConfig:
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # autocast dtype of the model on CUDA; CPU runs fp32
     sync_bn: bool = True  # SyncBatchNorm in the point transformer under multi-GPU DDP
     freeze: tuple[str, ...] = ()  # e.g. geometry_encoder, geometry, point_transformer, or parameter prefixes
-    loss: Literal["paper", "official-code"] = "paper"
+    loss: Literal["paper", "official-code", "geometry"] = "paper"  # geometry: only model.dust3r trains (step.py)
     log_every: int = 10
     val_every: int = 500  # 0 = only at the end
     ckpt_every: int = 500  # 0 = only at the end / when stopped
@@ -159,20 +160,29 @@ def load_initial_weights(model, path: Path, preset: str) -> None:
             load_dust3r_state(state, net=model.dust3r.dust3r)
 
 
+def freeze_unused(model, loss: str) -> None:
+    """A geometry-only loss runs model.dust3r alone: freeze the rest (out of AdamW and of DDP's gradient buckets;
+    --freeze geometry then leaves nothing to train, which the trainer reports)."""
+    if LossWeights.preset(loss).geometry_only:
+        freeze(model, tuple(sorted({n.split(".")[0] + "." for n, _ in model.named_parameters()} - {"dust3r."})))
+
+
 def build_model(cfg: TrainConfig, ctx: DistContext, fresh: bool):
     from openlsm.models.lsm.model import LSM, LSMConfig
 
     torch.manual_seed(mix_seed(cfg.seed, 0x1417))  # identical initial weights on every rank
     model = LSM(LSMConfig.preset(cfg.model))
+    geometry_only = LossWeights.preset(cfg.loss).geometry_only
     if fresh:  # a resumed run takes every weight from its checkpoint
         if cfg.init is not None:
             load_initial_weights(model, cfg.init, cfg.model)
         if cfg.semantic_weights is not None:  # after --init: swaps the extractor that --init brought
             load_semantic_weights(model, cfg.semantic_weights)
-        elif cfg.init is None and ctx.is_main:
+        elif cfg.init is None and ctx.is_main and not geometry_only:
             log.warning("no --semantic-weights: the frozen semantic extractor keeps random weights, so the feature "
                         "targets carry no semantics (train one with `openlsm train-semantics`)")
     freeze(model, tuple(cfg.freeze))
+    freeze_unused(model, cfg.loss)
     model.to(ctx.device)
     if ctx.distributed and ctx.device.type == "cuda" and cfg.sync_bn:
         model.point_transformer = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.point_transformer)
@@ -259,8 +269,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, callback, t_start: float) -> dict
         saved = state["train_config"]
         changed = [k for k in RESUME_FIXED if plain(getattr(cfg, k)) != saved.get(k)]
         if changed:
+            hint = "; to change the loss start a new run with --init OUT/model" if "loss" in changed else ""
             raise OpenLSMError(f"cannot resume {resume_from}: {', '.join(changed)} differ from the saved run "
-                               f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in changed)})")
+                               f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}){hint}")
         if saved.get("world_size", 1) != ctx.world_size and ctx.is_main:
             log.warning("resuming a %s-rank run on %s ranks: same data, but batch statistics may differ",
                         saved.get("world_size", 1), ctx.world_size)
@@ -298,7 +309,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, callback, t_start: float) -> dict
         runner = DDP(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
                      find_unused_parameters=True)
     train_src = make_source(cfg.data, "train", cfg.resolution, cfg.views, cfg.train_size, device,
-                            cfg.resample_cameras, cfg.cache_data)
+                            cfg.resample_cameras, cfg.cache_data, cfg.data_workers)
     val_src = make_source(cfg.data, "val", cfg.resolution, cfg.views, cfg.val_size, device, False, True) \
         if ctx.is_main and cfg.val_size > 0 else None
     reporter = Reporter(cfg, ctx.is_main)
@@ -350,7 +361,10 @@ def _train(cfg: TrainConfig, ctx: DistContext, callback, t_start: float) -> dict
         return global_batch(cfg.seed, s, cfg.batch_size, len(train_src))[ctx.rank * local:(ctx.rank + 1) * local]
 
     prefetcher = Prefetcher(train_src, cfg.prefetch and device.type == "cuda")
-    with StopFlag() as stop, contextlib.closing(prefetcher):
+    closers = [c for c in (train_src,) if hasattr(c, "close")]
+    with StopFlag() as stop, contextlib.closing(prefetcher), contextlib.ExitStack() as stack:
+        for c in closers:
+            stack.callback(c.close)  # worker processes end with the loop, also on errors
         while step < cfg.steps:
             t0 = time.perf_counter()
             batch = prefetcher.get(step, pairs_of(step))

@@ -76,6 +76,8 @@ def main():
     p.add_argument("--gsplat-rasterization", action="store_true", help="time gsplat.rasterization() in one call "
                    "(RGB+ED on 68 channels, channel_chunk 128: the previous implementation) instead of openlsm's path")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one forward")
+    p.add_argument("--feature-pass", type=int, default=None, help="gsplat feature channels per rasterisation pass")
+    p.add_argument("--cameras", type=int, default=1, help="views per render call (throughput = cameras x FPS)")
     p.add_argument("--scene", default=None, help="a reconstruction folder (gaussians.ply + cameras.json) to render "
                    "from its first camera instead of the synthetic wall")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
@@ -85,6 +87,10 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     clock = time.process_time if a.cpu_time else time.perf_counter
+    if a.feature_pass:
+        import sys
+
+        sys.modules["openlsm.render.render"].GSPLAT_FEATURE_PASS = a.feature_pass
     if a.gsplat_rasterization:
         import sys
 
@@ -97,6 +103,10 @@ def main():
         g, cam = scene.gaussians, scene.cameras[0:1]
     else:
         g, cam = pixel_aligned_scene(256, a.features)
+    if a.cameras > 1:  # the view slid sideways by up to ±10 cm: a batch of nearby frames
+        c2w = cam.c2w.reshape(1, 4, 4).repeat(a.cameras, 1, 1)
+        c2w[:, 0, 3] += torch.linspace(-0.1, 0.1, a.cameras)
+        cam = Cameras(cam.Ks.reshape(1, 3, 3).expand(a.cameras, 3, 3), c2w, cam.width, cam.height)
     g, cam = g.to(device), cam.to(device)
     for size in a.sizes:
         if device.type == "cuda":
@@ -110,7 +120,8 @@ def main():
         res = {"bench": "render", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
                f"cpu x{torch.get_num_threads()}", "backend": a.backend, "gaussians": len(g), "size": size,
                "features": a.features, "gsplat_rasterization": a.gsplat_rasterization, "scene": a.scene, "clock": clock.__name__,
-               "forward_s": round(t_fwd, 5), "fps": round(1 / t_fwd, 1)}
+               "cameras": a.cameras,
+               "forward_s": round(t_fwd, 5), "fps": round(a.cameras / t_fwd, 1)}
         if a.backward:
             params = [t.requires_grad_() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features)]
 

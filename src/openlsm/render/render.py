@@ -26,6 +26,7 @@ from .torch_backend import project_gaussians, rasterize
 log = logging.getLogger(__name__)
 Backend = Literal["auto", "torch", "gsplat"]
 GSPLAT_TILE = 16
+GSPLAT_FEATURE_PASS = 64  # feature channels per rasterisation pass (bench/bench_render.py --feature-pass)
 
 
 @dataclass
@@ -145,6 +146,9 @@ def _render_gsplat(g, colors, feats, viewmats, Ks, width, height, near, far, eps
                                    flatten_ids)
 
     rgbd, alphas = composite(torch.cat([colors, depths[..., None]], -1))
-    fts = composite(feats[None].expand(C, -1, -1))[0] if feats is not None else None
+    fts = None
+    if feats is not None:
+        parts = feats[None].expand(C, -1, -1).split(GSPLAT_FEATURE_PASS, -1)
+        fts = torch.cat([composite(f.contiguous())[0] for f in parts], -1)
     depth = rgbd[..., 3] / alphas[..., 0].clamp_min(1e-10)
     return rgbd[..., :3], depth, alphas[..., 0], fts

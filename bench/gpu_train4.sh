@@ -21,19 +21,20 @@ train() {  # train OUT_DIR BATCH PAIRS_PER_S [args...]
   echo "training $steps steps of $bs in <= $left s (probe $rate pairs/s)"
   openlsm train --config small --resolution 256 --batch-size "$bs" --steps "$steps" --out "$out" \
     --max-minutes "$(python3 -c "print(round($left / 60, 2))")" --val-every 0 --ckpt-every 0 --log-every 25 \
-    --export-weights --data-workers 12 --overwrite "$@" 2>&1 | grep -v Warning | tail -n 4
+    --export-weights --overwrite "$@" 2>&1 | grep -v Warning | tail -n 4
   cp "$out"/metrics.jsonl "$OUT/"; cp -r "$out"/weights "$OUT/weights"
 }
 if [ "${PHASE:-geo}" = geo ]; then
-  P32=$(probe fp32 geometry 2 32); PB=$(probe bf16 geometry 2 32)
-  if python3 -c "import sys; sys.exit(0 if $PB > $P32 else 1)"; then P=bf16; R=$PB; else P=fp32; R=$P32; fi
-  train outputs/runs/geo 32 "$R" --loss geometry --views 2 --lr 3e-4 --warmup-steps 50 --precision $P \
-    --init src/openlsm/weights/lsm_small
+  # call 1 (probe 321 pairs/s fp32, 253 bf16) ran data-bound at 100-123 pairs/s with 12 workers: DATA_RATE caps
+  # the probe so that the schedule fits the call
+  R=$(probe fp32 geometry 2 "${BS:-32}"); R=$(python3 -c "print(min($R, ${DATA_RATE:-1e9}))")
+  train outputs/runs/geo "${BS:-32}" "$R" --loss geometry --views 2 --lr "${LR:-3e-4}" --warmup-steps "${WARMUP:-50}" \
+    --precision fp32 --init "${INIT:-src/openlsm/weights/lsm_small}" --data-workers "${WORKERS:-12}"
 else
   R=$(probe fp32 paper 3 8)
   LIMIT=$(( LIMIT - 50 ))  # leaves time for the render variants below
   train outputs/runs/full 8 "$R" --loss paper --views 3 --lr 1e-4 --warmup-steps 20 --precision fp32 \
-    --init outputs/geo_weights
+    --init outputs/geo_weights --data-workers 12
   for fp in 64 32; do
     python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 --repeat 200 --feature-pass $fp 2>&1 | grep '^{' >> "$OUT/results.jsonl"
   done

@@ -32,9 +32,10 @@ if [ "${PHASE:-geo}" = geo ]; then
     --precision fp32 --init "${INIT:-src/openlsm/weights/lsm_small}" --data-workers "${WORKERS:-12}"
 else
   R=$(probe fp32 paper 3 8)
-  LIMIT=$(( LIMIT - 40 ))  # leaves time for the render variants below
-  train outputs/runs/full 8 "$R" --loss paper --views 3 --lr 1e-4 --warmup-steps 20 --precision fp32 \
-    --init outputs/geo_weights --data-workers 12
+  [ "${RENDER:-1}" = 1 ] && LIMIT=$(( LIMIT - 40 ))  # leaves time for the render variants below
+  train outputs/runs/full 8 "$R" --loss paper --views 3 --lr "${LR:-1e-4}" --warmup-steps "${WARMUP:-20}" \
+    --precision fp32 --init "${INIT:-outputs/geo_weights}" --data-workers 12
+  [ "${RENDER:-1}" = 1 ] || { echo "done at $(elapsed) s"; exit 0; }
   for fp in 64 32; do
     python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 --repeat 100 --feature-pass $fp 2>&1 | grep '^{' >> "$OUT/results.jsonl"
   done

@@ -95,13 +95,19 @@ def save_video(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 30)
     """MP4 (H.264 via imageio-ffmpeg) from uint8 frames [H, W, 3]; sizes are padded to even numbers."""
     import imageio.v3 as iio
 
+    try:  # without it imageio picks another writer for ".mp4", which fails with an unrelated error
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise OpenLSMError("writing an MP4 video needs imageio-ffmpeg (pip install imageio-ffmpeg); "
+                           "or skip the video with --video none") from None
     path = Path(path)
     h, w = frames[0].shape[:2]
     pad = ((0, h % 2), (0, w % 2), (0, 0))
     frames = [np.pad(f, pad, mode="edge") for f in frames]
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        iio.imwrite(tmp, np.stack(frames), extension=path.suffix, fps=fps)  # ffmpeg plugin (imageio-ffmpeg)
+        # ffmpeg plugin (imageio-ffmpeg); macro_block_size 1: keep the (even) size instead of resizing to x16
+        iio.imwrite(tmp, np.stack(frames), extension=path.suffix, fps=fps, macro_block_size=1)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

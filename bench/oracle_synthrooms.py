@@ -13,27 +13,14 @@ import json
 
 import torch
 
-from openlsm.cameras.cameras import Cameras, invert_rigid, project, unproject_depth
+from openlsm.cameras.cameras import Cameras, unproject_depth
 from openlsm.data.synthrooms.dataset import SynthRooms
+from openlsm.eval.metrics import seen_by_inputs
 from openlsm.gaussians.gaussians import Gaussians, rgb_to_sh0
 from openlsm.metrics import psnr
 from openlsm.metrics.align import relative_to_first
 from openlsm.models.lsm.gaussian_head import GaussianHeadConfig, clamp_scales
 from openlsm.render.render import render
-
-
-def seen_by_inputs(depths, Ks, c2w, res: int, tol: float = 0.05) -> torch.Tensor:
-    """[res, res] bool: target pixels whose surface point projects, unoccluded, into input view 0 or 1."""
-    pts = unproject_depth(depths[2], Ks[2], c2w[2]).reshape(-1, 3)
-    seen = torch.zeros(pts.shape[0], dtype=torch.bool)
-    for v in range(2):
-        uv, z = project(pts, Ks[v], invert_rigid(c2w[v]))
-        u, w = uv[:, 0].floor().long(), uv[:, 1].floor().long()
-        inside = (z > 0) & (u >= 0) & (u < res) & (w >= 0) & (w < res)
-        z_there = torch.full_like(z, float("inf"))
-        z_there[inside] = depths[v][w[inside], u[inside]]
-        seen |= inside & ((z - z_there).abs() < tol * z)
-    return seen.reshape(res, res)
 
 
 def main() -> None:
@@ -48,7 +35,7 @@ def main() -> None:
         s = ds[i]
         imgs, depths, Ks = s["images"], s["depths"], s["Ks"]
         c2w = relative_to_first(s["c2w"][None])[0]
-        seen = seen_by_inputs(depths, Ks, c2w, a.res)
+        seen = seen_by_inputs(depths, s["valid"].bool(), Ks, c2w)[0]
         means = unproject_depth(depths[:2], Ks[:2], c2w[:2]).reshape(1, -1, 3)
         n = means.shape[1]
         scales = clamp_scales(torch.zeros(1, n, 3), means, GaussianHeadConfig())[0] * 0.5

@@ -163,3 +163,49 @@ def test_relative_pose_errors_ignore_world_frame_and_scale():
     r, t = relative_pose_errors(bad, gt)
     assert r[0].item() == pytest.approx(10, abs=1e-9) and r[1].item() == pytest.approx(0, abs=1e-6)
     assert t[0].item() == pytest.approx(0, abs=1e-6)
+
+
+def test_seen_by_inputs_on_a_wall_with_an_occluder():
+    """Inputs look straight at a wall; a target that looks the other way sees nothing they saw, one that shares
+    their view sees everything, and one whose left half sees a wall region hidden by a near occluder in the inputs
+    only counts what the inputs really saw."""
+    from openlsm.cameras import Cameras, look_at
+    from openlsm.eval.metrics import seen_by_inputs
+
+    res = 32
+    eyes = torch.tensor([[0.0, 0, 0], [0.2, 0, 0], [0.1, 0, 0], [0.1, 0, 0]], dtype=torch.float64)
+    looks = torch.tensor([[0.0, 0, 5], [0.2, 0, 5], [0.1, 0, 5], [0.1, 0, -5]], dtype=torch.float64)
+    c2w = look_at(eyes, looks, torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))
+    cams = Cameras.from_fov(40.0, res, res, c2w)
+    # z-depth of the wall z = 5 seen by cameras whose axis is +z (views 0-2) or -z (view 3: a wall at z = -5)
+    depths = torch.full((4, res, res), 5.0, dtype=torch.float64)
+    valid = torch.ones(4, res, res, dtype=torch.bool)
+    seen = seen_by_inputs(depths, valid, cams.Ks, cams.c2w)
+    assert seen.shape == (2, res, res)
+    assert seen[0].float().mean() > 0.9  # between the inputs, same wall: almost all seen (edges may leave both)
+    assert not seen[1].any()  # the wall behind the inputs
+    # an occluder: in input views the left image half shows a board at z = 1 instead of the wall
+    occluded = depths.clone()
+    occluded[:2, :, : res // 2] = 1.0
+    seen_occ = seen_by_inputs(occluded, valid, cams.Ks, cams.c2w)[0]
+    assert seen_occ[:, -4:].float().mean() > 0.9 and seen_occ[:, :4].float().mean() < 0.1
+    # invalid target pixels are never "seen"
+    v2 = valid.clone()
+    v2[2, :5] = False
+    assert not seen_by_inputs(depths, v2, cams.Ks, cams.c2w)[0, :5].any()
+
+
+def test_psnr_on_seen_pixels_only():
+    from openlsm.eval.metrics import image_metrics
+
+    gt = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    pred = gt.clone()
+    pred[:, :, :, :4] = (gt[:, :, :, :4] + 0.1).clamp(0, 1)  # errors only on the left half
+    seen = torch.zeros(2, 8, 8, dtype=torch.bool)
+    seen[0, :, 4:] = True  # view 0: only the right (exact) half is seen
+    seen[1, :, :] = True
+    m = image_metrics(pred, gt, seen)
+    assert torch.isinf(m["psnr_seen"][0]) and torch.isfinite(m["psnr"][0])
+    assert torch.allclose(m["psnr_seen"][1], m["psnr"][1])
+    m2 = image_metrics(pred, gt, torch.zeros(2, 8, 8, dtype=torch.bool))
+    assert torch.isnan(m2["psnr_seen"]).all()

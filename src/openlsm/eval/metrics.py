@@ -104,11 +104,44 @@ def depth_metrics(pred: Tensor, gt: Tensor, valid: Tensor | None = None,
 
 # --- images ----------------------------------------------------------------------------------------------------
 
-def image_metrics(pred: Tensor, gt: Tensor) -> dict[str, Tensor]:
-    """PSNR (dB, inf for identical images) and SSIM per image of [V, 3, H, W] in [0, 1] (pred is clamped)."""
+def image_metrics(pred: Tensor, gt: Tensor, seen: Tensor | None = None) -> dict[str, Tensor]:
+    """PSNR (dB, inf for identical images) and SSIM per image of [V, 3, H, W] in [0, 1] (pred is clamped); with
+    `seen` [V, H, W] bool also `psnr_seen`, the PSNR over those pixels only (nan where there are none)."""
     pred = pred.clamp(0, 1).float()
     gt = gt.float()
-    return {"psnr": psnr(pred, gt).double().cpu(), "ssim": ssim(pred, gt).double().cpu()}
+    out = {"psnr": psnr(pred, gt).double().cpu(), "ssim": ssim(pred, gt).double().cpu()}
+    if seen is not None:
+        m = seen[:, None].to(pred.device)
+        val = psnr(pred, gt, mask=m).double().cpu()
+        out["psnr_seen"] = torch.where(m.flatten(1).any(1).cpu(), val, torch.full_like(val, math.nan))
+    return out
+
+
+def seen_by_inputs(depths: Tensor, valid: Tensor, Ks: Tensor, c2w: Tensor, n_inputs: int = 2,
+                   tol: float = 0.05) -> Tensor:
+    """Pixels of the views after the inputs whose ground-truth surface point an input view also sees: it projects
+    inside that view in front of the camera, and that view's depth there agrees within `tol` (not occluded).
+
+    depths, valid [V, H, W] (z-depth, GT), Ks [V, 3, 3], c2w [V, 4, 4] -> [V - n_inputs, H, W] bool. A novel view
+    can only be rendered from what the inputs saw: the rest must be hallucinated, which no reconstruction does.
+    """
+    from openlsm.cameras.cameras import invert_rigid, project, unproject_depth
+
+    V, H, W = depths.shape
+    depths, Ks, c2w = depths.double(), Ks.double(), c2w.double()
+    out = []
+    for t in range(n_inputs, V):
+        pts = unproject_depth(depths[t], Ks[t], c2w[t]).reshape(-1, 3)
+        seen = torch.zeros(H * W, dtype=torch.bool, device=depths.device)
+        for v in range(n_inputs):
+            uv, z = project(pts, Ks[v], invert_rigid(c2w[v]))
+            u, w = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+            inside = (z > 0) & (u >= 0) & (u < W) & (w >= 0) & (w < H)
+            u, w = u.clamp(0, W - 1), w.clamp(0, H - 1)
+            z_there = depths[v][w, u]
+            seen |= inside & valid[v][w, u] & ((z - z_there).abs() < tol * z)
+        out.append(seen.reshape(H, W) & valid[t])
+    return torch.stack(out) if out else depths.new_zeros((0, H, W), dtype=torch.bool)
 
 
 # --- camera poses ----------------------------------------------------------------------------------------------

@@ -16,7 +16,10 @@ from typing import Literal
 
 @dataclass
 class Eval:
-    """Evaluate LSM (and baselines) on a test split: mIoU/Acc, depth AbsRel/τ, PSNR/SSIM, time, FPS, pose."""
+    """Evaluate LSM (and baselines) on a test split: mIoU/Acc, depth AbsRel/τ, PSNR/SSIM, time, FPS, pose.
+
+    Target PSNR is reported on the whole image and on the pixels the two inputs see (GT depth reprojection, 5 %
+    tolerance): the rest of a target view cannot be reconstructed, only hallucinated."""
 
     checkpoint: Path | None = None
     """LSM weights (official .pth, trainer checkpoint, .safetensors or a saved model folder)."""

@@ -101,10 +101,12 @@ def _coarse_size(n: Tensor) -> Tensor:
     return torch.exp2(torch.log2(n.clamp_min(8).double()).ceil()).long()
 
 
-def _class_keys(sx: Tensor, sy: Tensor) -> tuple[Tensor, Tensor]:
-    """One integer per (padded width, padded height) class [M], and the number of boxes of each key value."""
-    keys = sx * (int(sy.max()) + 1) + sy if len(sx) else sx
-    return keys, torch.bincount(keys)
+def _class_keys(sx: Tensor, sy: Tensor, span: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(padded width, padded height) classes of M boxes: key sx · span + sy [M], the distinct keys [U] (sorted),
+    each box's class index [M] and each class's box count [U]."""
+    keys = sx * span + sy
+    classes, index, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    return keys, classes, index, counts
 
 
 def _box_alphas(params: Tensor, ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, width: int,
@@ -118,13 +120,16 @@ def _box_alphas(params: Tensor, ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor,
     """
     nx, ny = x1 - x0, y1 - y0
     sx, sy = _size_classes(nx), _size_classes(ny)
-    keys, counts = _class_keys(sx, sy)
-    rare = counts.index_select(0, keys) < MIN_GROUP  # each small group costs a loop turn: pad them to coarse sizes
-    if bool(rare.any()):
-        sx, sy = torch.where(rare, _coarse_size(sx), sx), torch.where(rare, _coarse_size(sy), sy)
-        keys, counts = _class_keys(sx, sy)
+    span = 2 * int(ny.max()) + 16 if len(ids) else 1  # > any padded height, coarse ones included
+    _, _, index, counts = _class_keys(sx, sy, span)
+    rare = counts.index_select(0, index) < MIN_GROUP  # each small group costs a loop turn: pad them to coarse sizes
+    sx, sy = torch.where(rare, _coarse_size(sx), sx), torch.where(rare, _coarse_size(sy), sy)
+    keys, classes, index, counts = _class_keys(sx, sy, span)
     order = torch.argsort(keys, stable=True)
-    counts = counts[counts > 0]
+    # One host transfer for the whole loop (on a GPU each .item() is a sync): per class its key, its box count and
+    # how many of its boxes are padded (those need the inside-the-box test).
+    padded = torch.bincount(index, weights=((sx != nx) | (sy != ny)).to(torch.float64), minlength=len(classes))
+    table = torch.stack([classes, counts, padded.long()]).tolist()
     p = params.index_select(0, ids)  # [M, 6] centre, conic, opacity
     dt = p.dtype
     # Per Gaussian: offset of its box's first pixel centre from its mean, half conic, and the exponent above which
@@ -136,8 +141,8 @@ def _box_alphas(params: Tensor, ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor,
     base = y0 * width + x0  # first pixel of each box
     grad = torch.is_grad_enabled() and p.requires_grad
     pixs, ranks, alphas = [], [], []
-    for g in order.split(counts.tolist()):
-        SX, SY = int(sx[g[0]]), int(sy[g[0]])
+    for g, key, n_padded in zip(order.split(table[1]), table[0], table[2]):
+        SX, SY = key // span, key % span
         if SX == 0 or SY == 0:
             continue
         offs = torch.arange(SX * SY, device=ids.device)
@@ -150,7 +155,7 @@ def _box_alphas(params: Tensor, ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor,
             sigma = dx * a2[g, None]
             sigma.addcmul_(dy, b[g, None]).mul_(dx).addcmul_(dy.mul_(dy), c2[g, None])
         keep = (sigma <= sigma_max[g, None]) & (sigma >= 0)
-        if bool((sx[g] != nx[g]).any() | (sy[g] != ny[g]).any()):  # padded boxes: drop offsets past the box
+        if n_padded:  # padded boxes: drop offsets past the box
             keep &= (ox < nx[g, None]) & (oy < ny[g, None])
         off_pix = oy * width + ox  # [K]
         if open_pix is not None:

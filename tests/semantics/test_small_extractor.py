@@ -84,3 +84,37 @@ def test_training_goes_on_from_init_weights(shapes):
     with pytest.raises(OpenLSMError, match="widths"):
         train_small_extractor(batches(images, labels), SmallTrainConfig(steps=1, widths=(8, 32)),
                               text_features=texts, init=first)
+
+
+def test_decoder_width_is_saved_and_files_without_it_load_as_before(shapes, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    images, labels = shapes(8, 32)
+    texts = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    wide = train_small_extractor(batches(images, labels), SmallTrainConfig(steps=2, widths=(8, 16), decoder_width=24),
+                                 text_features=texts)
+    assert wide.head.in_channels == 24 and wide.laterals[0].out_channels == 24
+    save_small_extractor(wide, tmp_path / "w.safetensors")
+    back = load_small_extractor(tmp_path / "w.safetensors")
+    assert back.cfg.decoder_width == 24
+    torch.testing.assert_close(back(images * 2 - 1), wide(images * 2 - 1))
+    # a file written before decoder_width existed (its config has no such key) builds the old decoder
+    narrow = train_small_extractor(batches(images, labels), SmallTrainConfig(steps=2, widths=(8, 16)),
+                                   text_features=texts)
+    save_small_extractor(narrow, tmp_path / "n.safetensors")
+    with safe_open(tmp_path / "n.safetensors", "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(tmp_path / "n.safetensors")
+    key = next(k for k, v in meta.items() if "widths" in v)
+    cfg = json.loads(meta[key])
+    cfg.pop("decoder_width")
+    save_file(tensors, tmp_path / "old.safetensors", metadata={**meta, key: json.dumps(cfg)})
+    old = load_small_extractor(tmp_path / "old.safetensors")
+    assert old.cfg.decoder_width is None and old.head.in_channels == 8
+    torch.testing.assert_close(old(images * 2 - 1), narrow(images * 2 - 1))
+    with pytest.raises(OpenLSMError, match="decoder width"):
+        train_small_extractor(batches(images, labels), SmallTrainConfig(steps=1, widths=(8, 16)),
+                              text_features=texts, init=wide)

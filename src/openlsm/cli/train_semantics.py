@@ -57,6 +57,8 @@ class TrainSemantics:
     """Only write the embeddings of every prompt this command needs (training and held-out names) and exit."""
     widths: tuple[int, ...] = (32, 64, 128, 256)
     """Channels of the extractor stages (strides 2, 4, 8, 16)."""
+    decoder_width: int | None = None
+    """Channels of the top-down decoder (default: the first stage's width, as the shipped extractor)."""
     seed: int = 0
     device: str = "cpu"
     log_every: int = 100
@@ -103,7 +105,8 @@ class TrainSemantics:
             return 0
         texts = label_embeddings(encoder, names)
         cfg = SmallTrainConfig(steps=self.steps, lr=self.lr, temperature=self.temperature,
-                               text_encoder=self.text_encoder, widths=tuple(self.widths), seed=self.seed,
+                               text_encoder=self.text_encoder, widths=tuple(self.widths),
+                               decoder_width=self.decoder_width, seed=self.seed,
                                device=self.device, class_balance=self.class_balance)
 
         def log(step: int, loss: float) -> None:

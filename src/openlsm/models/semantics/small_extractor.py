@@ -34,6 +34,7 @@ class SmallExtractorConfig:
     widths: tuple[int, ...] = (32, 64, 128, 256)  # stages at strides 2, 4, 8, 16
     feature_dim: int = 384  # = text encoder dim (384 MiniLM, 512 CLIP)
     groups: int = 8  # GroupNorm groups (batch-size independent)
+    decoder_width: int | None = None  # channels of the top-down decoder (None: widths[0], the shipped extractor)
 
 
 def conv_block(c_in: int, c_out: int, stride: int, groups: int) -> nn.Sequential:
@@ -65,9 +66,10 @@ class SmallExtractor(SemanticExtractor):
         chans = (3,) + tuple(w)
         self.downs = nn.ModuleList(
             [nn.Sequential(conv_block(chans[i], chans[i + 1], 2, g), ResBlock(chans[i + 1], g)) for i in range(len(w))])
-        self.laterals = nn.ModuleList([nn.Conv2d(c, w[0], 1) for c in w])  # every level to the top width
-        self.fuse = nn.Sequential(conv_block(w[0], w[0], 1, g), ResBlock(w[0], g))
-        self.head = nn.Conv2d(w[0], cfg.feature_dim, 1)
+        d = cfg.decoder_width or w[0]
+        self.laterals = nn.ModuleList([nn.Conv2d(c, d, 1) for c in w])  # every level to the decoder width
+        self.fuse = nn.Sequential(conv_block(d, d, 1, g), ResBlock(d, g))
+        self.head = nn.Conv2d(d, cfg.feature_dim, 1)
 
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
         self.check_images(images)
@@ -90,6 +92,7 @@ class SmallTrainConfig:
     text_encoder: str = "minilm"
     templates: tuple[str, ...] = TEMPLATES
     widths: tuple[int, ...] = (32, 64, 128, 256)
+    decoder_width: int | None = None  # None: widths[0]
     seed: int = 0
     device: str = "cpu"
     hflip: bool = True
@@ -176,11 +179,15 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
     texts = F.normalize(text_features.float(), dim=-1).to(device)  # [K, D], fixed (the text side is frozen)
     num_classes = texts.shape[0]
     torch.manual_seed(config.seed)
-    model = SmallExtractor(SmallExtractorConfig(widths=tuple(config.widths), feature_dim=texts.shape[1]))
+    model = SmallExtractor(SmallExtractorConfig(widths=tuple(config.widths), feature_dim=texts.shape[1],
+                                                decoder_width=config.decoder_width))
     if init is not None:
-        if (tuple(init.cfg.widths), init.cfg.feature_dim) != (tuple(model.cfg.widths), model.cfg.feature_dim):
-            raise OpenLSMError(f"init extractor has widths {init.cfg.widths} / dim {init.cfg.feature_dim}; "
-                               f"training wants {tuple(config.widths)} / {texts.shape[1]}")
+        def shape(c):
+            return tuple(c.widths), c.decoder_width or c.widths[0], c.feature_dim
+
+        if shape(init.cfg) != shape(model.cfg):
+            raise OpenLSMError(f"init extractor has widths / decoder width / dim {shape(init.cfg)}; training wants "
+                               f"{shape(model.cfg)}")
         model.load_state_dict(init.state_dict())
     model = model.to(device)
     counts = torch.zeros(num_classes, dtype=torch.float64, device=device)  # pixels seen per class

@@ -3,9 +3,10 @@ outputs, row-chunked PTv3 blocks / attention / unpooling (float64, tiny sizes)."
 
 import pytest
 import torch
+from test_ptv3 import tiny_net  # the same test net (tests/models is on sys.path under pytest)
 
 from openlsm.models.lsm import ptv3, sparse_conv
-from openlsm.models.lsm.ptv3 import PointTransformer, PTv3Config, build_root_level, normalize_points
+from openlsm.models.lsm.ptv3 import PTv3Config, build_root_level, normalize_points
 from openlsm.models.lsm.sparse_conv import SubMConv3d, VoxelIndex, submanifold_conv3d
 
 TINY = PTv3Config.tiny()
@@ -96,17 +97,6 @@ def cloud_with_duplicates(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     coords = normalize_points(((lattice + 0.5) * 0.03)[None])[0][0]
     rgb = torch.rand(len(coords), 3, generator=gen, dtype=torch.float64) * 2 - 1
     return coords, torch.cat([coords, rgb], -1)
-
-
-def tiny_net(seed: int) -> PointTransformer:
-    torch.manual_seed(seed)
-    net = PointTransformer(TINY).double().eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return net
 
 
 @pytest.mark.parametrize("row_chunk", [16, 48, 1 << 20])

@@ -145,6 +145,9 @@ class DatasetSource:
     def __len__(self) -> int:
         return self.size
 
+    def close(self) -> None:  # nothing to release (SynthRoomsSource has worker processes)
+        pass
+
     def fetch(self, pairs: list[tuple[int, int]]) -> dict:
         samples = []
         for index, epoch in pairs:

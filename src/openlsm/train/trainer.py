@@ -361,10 +361,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, callback, t_start: float) -> dict
         return global_batch(cfg.seed, s, cfg.batch_size, len(train_src))[ctx.rank * local:(ctx.rank + 1) * local]
 
     prefetcher = Prefetcher(train_src, cfg.prefetch and device.type == "cuda")
-    closers = [c for c in (train_src,) if hasattr(c, "close")]
-    with StopFlag() as stop, contextlib.closing(prefetcher), contextlib.ExitStack() as stack:
-        for c in closers:
-            stack.callback(c.close)  # worker processes end with the loop, also on errors
+    # closing train_src ends its worker processes with the loop, also on errors
+    with StopFlag() as stop, contextlib.closing(prefetcher), contextlib.closing(train_src):
         while step < cfg.steps:
             t0 = time.perf_counter()
             batch = prefetcher.get(step, pairs_of(step))

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -118,3 +120,41 @@ def test_decoder_width_is_saved_and_files_without_it_load_as_before(shapes, tmp_
     with pytest.raises(OpenLSMError, match="decoder width"):
         train_small_extractor(batches(images, labels), SmallTrainConfig(steps=1, widths=(8, 16)),
                               text_features=texts, init=wide)
+
+
+def test_time_budget_anneals_and_stops(shapes, monkeypatch):
+    """max_seconds: the schedule follows the budget's share of time when that is ahead of the step count."""
+    import openlsm.models.semantics.small_extractor as se
+
+    images, labels = shapes(8, 32)
+    texts = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    base = dict(steps=40, widths=(8, 16), seed=0, lr=1e-3)
+
+    def run(**kw):
+        lrs = []
+        real_step = torch.optim.AdamW.step
+
+        def step(opt, *a, **k):
+            lrs.append(opt.param_groups[0]["lr"])
+            return real_step(opt, *a, **k)
+
+        monkeypatch.setattr(torch.optim.AdamW, "step", step)
+        model = train_small_extractor(batches(images, labels), SmallTrainConfig(**base, **kw), text_features=texts)
+        monkeypatch.undo()
+        return model, lrs
+
+    plain, plain_lrs = run()
+    roomy, roomy_lrs = run(max_seconds=1e6)  # a budget far from used changes (next to) nothing
+    assert roomy_lrs == pytest.approx(plain_lrs, rel=1e-6) and len(plain_lrs) == 40
+    torch.testing.assert_close(roomy(images * 2 - 1), plain(images * 2 - 1), rtol=1e-4, atol=1e-5)
+    # warm-up over 40 // 20 = 2 steps, then cosine to 5 %: step 39 is 37 / 38 of the way
+    last = 1e-3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 37 / 38)))
+    assert plain_lrs[0] == pytest.approx(1e-3 / 2) and plain_lrs[-1] == pytest.approx(last)
+
+    clock = iter(float(t) for t in range(1000))  # fake clock: each reading is 1 s later
+    monkeypatch.setattr(se.time, "perf_counter", lambda: next(clock))
+    _, timed = run(max_seconds=10.0)
+    # readings: start at 0, step k reads 1 + k... -> time share (k + 1) / 10 of the budget, ahead of k / 40
+    assert 5 <= len(timed) <= 10, timed
+    assert timed[-1] < 0.2 * 1e-3 < timed[2]  # annealed to near the floor within the budget
+    assert all(a >= b for a, b in zip(timed[2:], timed[3:]))

@@ -59,6 +59,12 @@ class TrainSemantics:
     """Channels of the extractor stages (strides 2, 4, 8, 16)."""
     decoder_width: int | None = None
     """Channels of the top-down decoder (default: the first stage's width, as the shipped extractor)."""
+    max_minutes: float | None = None
+    """Wall-clock budget: the learning-rate schedule follows time or steps, whichever is further along, and
+    training stops when the budget is used (for fixed GPU time slots; such runs are not bit-reproducible)."""
+    data_workers: int = 0
+    """Processes computing SynthRooms scenes and cameras while the main process renders and trains (same images
+    as 0 workers, in the same order)."""
     seed: int = 0
     device: str = "cpu"
     log_every: int = 100
@@ -89,6 +95,10 @@ class TrainSemantics:
         SynthRooms, all_names = load_synthrooms()
         if self.resolution % 16:
             raise OpenLSMError(f"--resolution must be a multiple of 16, got {self.resolution}")
+        if self.data_workers < 0:
+            raise OpenLSMError(f"--data-workers must be >= 0, got {self.data_workers}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise OpenLSMError(f"--max-minutes must be > 0, got {self.max_minutes}")
         from ..models.semantics.evaluate import evaluate_extractor, query_sets
         from ..models.semantics.text import save_text_table
         from ..models.semantics.vocab import HELD_OUT, TEMPLATES, prompts_for
@@ -107,7 +117,8 @@ class TrainSemantics:
         cfg = SmallTrainConfig(steps=self.steps, lr=self.lr, temperature=self.temperature,
                                text_encoder=self.text_encoder, widths=tuple(self.widths),
                                decoder_width=self.decoder_width, seed=self.seed,
-                               device=self.device, class_balance=self.class_balance)
+                               device=self.device, class_balance=self.class_balance,
+                               max_seconds=None if self.max_minutes is None else 60 * self.max_minutes)
 
         def log(step: int, loss: float) -> None:
             if step % self.log_every == 0 or step == self.steps - 1:
@@ -122,9 +133,11 @@ class TrainSemantics:
             init = load_small_extractor(self.init) if self.init is not None else None
             model = train_small_extractor(batches, cfg, class_names=names, text_features=texts, callback=log,
                                           init=init)
+            batches.close()  # stops the data workers before the validation ones start
             val = SynthRooms("val", self.resolution, views=self.views)
             val_batches = remap_labels(self._batches(val, self.seed + 1, device), lut)
             acc = pixel_accuracy(model, val_batches, texts, max_batches=self.val_batches)
+            val_batches.close()
             self.out.parent.mkdir(parents=True, exist_ok=True)
             save_small_extractor(model, self.out)
             result = {"out": str(self.out), "val_pixel_accuracy": acc, "classes": len(names)}
@@ -140,15 +153,22 @@ class TrainSemantics:
         return 0
 
     def _batches(self, dataset, seed: int, device):
-        """Random batches; on CUDA all scenes of a batch are ray-cast together (SynthRooms.sample_batch)."""
+        """Random batches; on CUDA or with data workers all scenes of a batch are rendered together
+        (SynthRooms.sample_batch / SynthStream: the same images either way)."""
         import torch
 
+        from ..data.synthrooms.pipeline import SynthStream
         from ..models.semantics import batches_from_dataset
 
-        if device.type == "cpu":
+        if device.type == "cpu" and self.data_workers == 0:
             yield from batches_from_dataset(dataset, self.batch_size, seed)
             return
         gen = torch.Generator().manual_seed(seed)
-        while True:
-            b = dataset.sample_batch(torch.randint(len(dataset), (self.batch_size,), generator=gen).tolist(), device)
-            yield b["images"].flatten(0, 1), b["labels"].flatten(0, 1)
+
+        def seed_lists():
+            while True:
+                yield dataset.seeds(torch.randint(len(dataset), (self.batch_size,), generator=gen).tolist())
+
+        with SynthStream(seed_lists(), dataset.cfg, device, workers=self.data_workers, epoch=dataset.epoch) as stream:
+            for b in stream:
+                yield b["images"].flatten(0, 1), b["labels"].flatten(0, 1)

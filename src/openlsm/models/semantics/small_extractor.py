@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,6 +98,8 @@ class SmallTrainConfig:
     device: str = "cpu"
     hflip: bool = True
     class_balance: float = 0.5  # cross-entropy weight per class ~ frequency^-class_balance (0: unweighted)
+    max_seconds: float | None = None  # wall-clock budget: the schedule follows max(step, time) progress and ends
+    # by then, so a run fits a fixed time slot and still anneals (such runs are not bit-reproducible)
 
 
 def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
@@ -196,16 +199,27 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
         raise OpenLSMError(f"steps must be >= 1, got {config.steps}")
     warmup = max(1, config.steps // 20)  # linear warm-up, then cosine decay to 5%
 
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, config.steps - warmup)
+    def progress(step: int, seconds: float) -> float:  # steps done, or the budget's share used x steps if larger
+        if config.max_seconds is None:
+            return step
+        return max(step, seconds / config.max_seconds * config.steps)
+
+    def lr_factor(done: float) -> float:
+        if done < warmup:
+            return (done + 1) / warmup
+        t = min(1.0, (done - warmup) / max(1, config.steps - warmup))
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
     for step, (images, labels) in zip(range(config.steps), _cycle(batches)):
+        if step == 0:  # the clock starts with the first batch (not with data workers starting up)
+            start = time.perf_counter()
+        done = progress(step, time.perf_counter() - start)
+        if step > 0 and done >= config.steps:  # time budget used up
+            break
+        for group in opt.param_groups:
+            group["lr"] = config.lr * lr_factor(done)
         images, labels = images.to(device).float(), labels.to(device).long()
         if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[-2:]):
             raise OpenLSMError(f"bad batch: images {tuple(images.shape)}, labels {tuple(labels.shape)}")
@@ -222,7 +236,6 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         if callback is not None:
             callback(step, float(loss.detach()))
     model.eval()

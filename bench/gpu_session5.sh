@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Session-5 device calls; results and weights come back through $OUT.
+#   PART=sem: the small extractor, long run with SynthRooms host parts in worker processes, from INIT (the shipped
+#             extractor, carried as outputs/ext2.safetensors), then both on the same 200 test rooms.
+#   PART=lsm: geometry-only phase for GEO_S seconds from the shipped LSM, then the full loss with the new frozen
+#             extractor (--semantic-weights SEM) for the rest of the call; exports the weights.
+set -uo pipefail
+T0=$(date +%s)
+source bench/gpu_env.sh
+elapsed() { echo $(( $(date +%s) - T0 )); }
+TABLE=(--text-encoder table --text-table .whl/text_table.safetensors)
+if [ "${PART:-sem}" = sem ]; then
+  openlsm train-semantics --out outputs/sem5.safetensors --init "${INIT:-outputs/ext2.safetensors}" \
+    --resolution 256 --views 4 --batch-size "${BS:-16}" --steps 1000000 --max-minutes "${MINUTES:-7.2}" \
+    --lr "${LR:-2e-3}" --class-balance 0.5 "${TABLE[@]}" --data-workers "${WORKERS:-15}" --device cuda \
+    --log-every 500 --test-scenes 200 2>&1 | grep -v Warning | tee "$OUT/sem5.log" | tail -n 8
+  cp outputs/sem5.safetensors "$OUT/"
+  echo "old extractor at $(elapsed) s"
+  openlsm train-semantics --evaluate "${INIT:-outputs/ext2.safetensors}" --resolution 256 --views 4 --batch-size 16 \
+    "${TABLE[@]}" --device cuda --test-scenes 200 2>&1 | grep '^{' | tee "$OUT/old_extractor.json"
+else
+  train() {  # train OUT_DIR SECONDS BATCH [args incl. --steps]; stops by --max-minutes
+    local out=$1 secs=$2 bs=$3; shift 3
+    echo "training $out for $secs s at $(elapsed) s"
+    openlsm train --config small --resolution 256 --batch-size "$bs" --out "$out" \
+      --max-minutes "$(python3 -c "print(round($secs / 60, 2))")" --val-every 0 --ckpt-every 0 --log-every 25 \
+      --export-weights --overwrite --precision fp32 --data-workers 14 "$@" 2>&1 | grep -v Warning | tail -n 4
+  }
+  LIMIT=${LIMIT:-570}
+  if [ "${GEO_S:-0}" -gt 0 ]; then
+    train outputs/runs/geo "$GEO_S" 32 --loss geometry --views 2 --lr "${GEO_LR:-2e-4}" --warmup-steps 20 \
+      --steps "$(python3 -c "print(int(${GEO_RATE:-110} * $GEO_S / 32))")" --init "${INIT:-src/openlsm/weights/lsm_small}"
+    cp outputs/runs/geo/metrics.jsonl "$OUT/geo_metrics.jsonl"; INIT=outputs/runs/geo/weights
+  fi
+  left=$(( LIMIT - $(elapsed) - 40 ))
+  train outputs/runs/full "$left" 8 --loss paper --views 3 --lr "${LR:-1e-4}" --warmup-steps 20 \
+    --steps "$(python3 -c "print(int(${FULL_RATE:-6.5} * $left / 8))")" --init "${INIT:-src/openlsm/weights/lsm_small}" \
+    --semantic-weights "${SEM:-outputs/sem5.safetensors}"
+  cp outputs/runs/full/metrics.jsonl "$OUT/full_metrics.jsonl"; cp -r outputs/runs/full/weights "$OUT/weights"
+fi
+echo "done at $(elapsed) s"; ls -la "$OUT"

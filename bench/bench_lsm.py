@@ -3,6 +3,7 @@
 
     python bench/bench_lsm.py --device cuda --presets paper small --dtype fp32
     python bench/bench_lsm.py --device cpu --presets small --threads 2
+    python bench/bench_lsm.py --device cuda --presets paper --dtype bf16 --cuda-graphs
     python bench/bench_lsm.py --knn --device cpu --threads 2 [--knn-bruteforce]
 Stages are timed with hooks around the geometry network, the semantic extractor, the point transformer and the
 Gaussian head (device-synchronised); `knn` is the kNN inside the head. Prints one JSON line per preset.
@@ -87,6 +88,9 @@ def main():
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler tables of one more forward")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the geometry net and the semantic extractor as CUDA graphs (LSM.use_cuda_graphs); "
+                        "also reports the largest difference to the eager forward")
     p.add_argument("--knn", action="store_true", help="time the kNN alone")
     p.add_argument("--knn-bruteforce", action="store_true", help="with --knn: also the all-pairs path (slow)")
     a = p.parse_args()
@@ -134,6 +138,11 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
 
     head_module.knn_mean_sq_dist = timed_knn
     imgs = torch.rand(2, 1, 3, a.size, a.size, device=dev) * 2 - 1
+    eager = None
+    if a.cuda_graphs:  # the eager result first, to compare against
+        with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=a.dtype == "bf16"):
+            eager = model(imgs[0], imgs[1])
+        model.use_cuda_graphs()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     totals = []
@@ -164,6 +173,11 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
            "params": sum(p.numel() for p in model.parameters()), "gaussians": out.gaussians.means.shape[1],
            "total_ms": round(1000 * med(totals[1:]), 1),
            "stages_ms": {k: round(1000 * med(v), 1) for k, v in times.items()}}
+    if eager is not None:
+        res["cuda_graphs"] = {"captures": model.graphs.captures, "max_abs_diff": {
+            "pts3d_2": float((out.geometry.pts3d_2 - eager.geometry.pts3d_2).abs().max()),
+            "semantic_features": float((out.semantic_features - eager.semantic_features).abs().max()),
+            "gaussian_means": float((out.gaussians.means - eager.gaussians.means).abs().max())}}
     if dev.type == "cuda":
         res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return res

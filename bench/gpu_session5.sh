@@ -2,6 +2,8 @@
 # Session-5 device calls; results and weights come back through $OUT.
 #   PART=sem: the small extractor, long run with SynthRooms host parts in worker processes, from INIT (the shipped
 #             extractor, carried as outputs/ext2.safetensors), then both on the same 200 test rooms.
+#   PART=perf: CUDA-graph tests and LSM forward timings (eager vs graphs), small reconstruct per stage, the torch
+#             rasteriser on the GPU.
 #   PART=lsm: geometry-only phase for GEO_S seconds from the shipped LSM, then the full loss with the new frozen
 #             extractor (--semantic-weights SEM) for the rest of the call; exports the weights.
 set -uo pipefail
@@ -9,7 +11,21 @@ T0=$(date +%s)
 source bench/gpu_env.sh
 elapsed() { echo $(( $(date +%s) - T0 )); }
 TABLE=(--text-encoder table --text-table .whl/text_table.safetensors)
-if [ "${PART:-sem}" = sem ]; then
+if [ "${PART:-sem}" = perf ]; then
+  python3 -m pytest -q -p no:cacheprovider tests/models/test_cuda_graphs.py 2>&1 | tail -n 3 | tee "$OUT/tests.txt"
+  for args in "--presets paper --dtype bf16" "--presets paper --dtype fp32" "--presets small --dtype fp32"; do
+    for g in "" "--cuda-graphs"; do
+      python3 bench/bench_lsm.py --device cuda $args --iters 10 $g 2>&1 | grep '^{' | tee -a "$OUT/results.jsonl"
+    done
+  done
+  python3 bench/bench_lsm.py --device cuda --presets paper --dtype bf16 --iters 3 --cuda-graphs --profile \
+    > "$OUT/lsm_graphs_profile.txt" 2>&1
+  echo "reconstruct at $(elapsed) s"
+  python3 bench/bench_reconstruct.py --device cuda --checkpoint src/openlsm/weights/lsm_small --repeat 3 \
+    --video-frames 0 2>&1 | grep '^{' | tee -a "$OUT/results.jsonl"
+  python3 bench/bench_render.py --device cuda --backend torch --sizes 256 512 --repeat 10 --backward 2>&1 |
+    grep '^{' | tee -a "$OUT/results.jsonl"
+elif [ "${PART:-sem}" = sem ]; then
   openlsm train-semantics --out outputs/sem5.safetensors --init "${INIT:-outputs/ext2.safetensors}" \
     --resolution 256 --views 4 --batch-size "${BS:-16}" --steps 1000000 --max-minutes "${MINUTES:-7.2}" \
     --lr "${LR:-2e-3}" --class-balance 0.5 "${TABLE[@]}" --data-workers "${WORKERS:-15}" --device cuda \

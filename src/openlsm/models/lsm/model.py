@@ -198,12 +198,25 @@ class LSM(nn.Module):
         load_strict(model, state, what=f"LSM file {path}")
         return model.to(device).eval()
 
+    def use_cuda_graphs(self, enabled: bool = True) -> LSM:
+        """Replay the static-shape stages (geometry network, semantic extractor) as CUDA graphs in inference on a
+        GPU: the first forward per image size records them, later ones skip the per-kernel launch cost. Training
+        (gradients on) and CPU inputs run as usual. Returns self."""
+        from openlsm.models.cuda_graphs import GraphCache
+
+        self.graphs = GraphCache() if enabled else None
+        return self
+
+    def _stage(self, name: str, module: nn.Module, *args: Tensor):
+        graphs = getattr(self, "graphs", None)
+        return module(*args) if graphs is None or self.training else graphs.run(name, module, *args)
+
     def extract_semantics(self, images: Tensor) -> Tensor:
         """images [N, 3, H, W] in [-1, 1] -> [N, D, H/2, W/2]."""
         if self.config.freeze_semantic:
             with torch.no_grad():
-                return self.lseg_feature_extractor(images)
-        return self.lseg_feature_extractor(images)
+                return self._stage("semantics", self.lseg_feature_extractor, images)
+        return self._stage("semantics", self.lseg_feature_extractor, images)
 
     def expand_features(self, feature_maps: Tensor) -> Tensor:
         """Rendered feature maps [N, feature_dim, H, W] -> [N, D, H/2, W/2] in the extractor's space."""
@@ -222,7 +235,7 @@ class LSM(nn.Module):
         B, _, H, W = img1.shape
         if H % (2 * self.config.token_pool) or W % (2 * self.config.token_pool):
             raise OpenLSMError(f"image size {H}x{W} must be a multiple of {2 * self.config.token_pool}")
-        geo = self.dust3r(img1, img2)
+        geo = self._stage("geometry", self.dust3r, img1, img2)
         images = torch.cat([img1, img2], 0)  # [2B, 3, H, W] view-major
         sem = self.extract_semantics(images)  # [2B, D, H/2, W/2]
         sem_tokens = views_to_points(self.tokenizer(sem), B)  # [B, 2 (H/16)(W/16), D]

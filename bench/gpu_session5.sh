@@ -4,6 +4,8 @@
 #             extractor, carried as outputs/ext2.safetensors), then both on the same 200 test rooms.
 #   PART=perf: CUDA-graph tests and LSM forward timings (eager vs graphs), small reconstruct per stage, the torch
 #             rasteriser on the GPU.
+#   PART=eval: the shipped model against per-scene 3DGS (baseline a) and the 2D extractor (c) on 4 test rooms on the
+#             GPU, then MINUTES more of extractor training from SEM (evidence for issue 5; not shipped).
 #   PART=lsm: geometry-only phase for GEO_S seconds from the shipped LSM, then the full loss with the new frozen
 #             extractor (--semantic-weights SEM) for the rest of the call; exports the weights.
 set -uo pipefail
@@ -25,6 +27,17 @@ if [ "${PART:-sem}" = perf ]; then
     --video-frames 0 2>&1 | grep '^{' | tee -a "$OUT/results.jsonl"
   python3 bench/bench_render.py --device cuda --backend torch --sizes 256 512 --repeat 10 --backward 2>&1 |
     grep '^{' | tee -a "$OUT/results.jsonl"
+elif [ "${PART:-sem}" = eval ]; then
+  openlsm eval --checkpoint src/openlsm/weights/lsm_small --data synthrooms:test --scenes "${SCENES:-4}" \
+    --resolution 256 --device cuda "${TABLE[@]:2}" --baselines a,c --render-repeats 5 --out outputs/eval_gpu \
+    2>&1 | grep -v Warning | tail -n 12
+  cp outputs/eval_gpu/metrics.json "$OUT/eval_gpu.json"
+  echo "extractor at $(elapsed) s"
+  openlsm train-semantics --out outputs/sem6.safetensors --init "${SEM:-outputs/sem5.safetensors}" \
+    --resolution 256 --views 4 --batch-size "${BS:-24}" --steps 1000000 --max-minutes "${MINUTES:-4}" \
+    --lr "${LR:-1e-3}" --class-balance 0.5 "${TABLE[@]}" --data-workers 15 --device cuda \
+    --log-every 500 --test-scenes 200 2>&1 | grep -v Warning | tee "$OUT/sem6.log" | tail -n 3
+  cp outputs/sem6.safetensors "$OUT/"
 elif [ "${PART:-sem}" = sem ]; then
   openlsm train-semantics --out outputs/sem5.safetensors --init "${INIT:-outputs/ext2.safetensors}" \
     --resolution 256 --views 4 --batch-size "${BS:-16}" --steps 1000000 --max-minutes "${MINUTES:-7.2}" \

@@ -159,3 +159,35 @@ def test_time_budget_anneals_and_stops(shapes, monkeypatch):
     assert 5 <= len(timed) <= 10, timed
     assert timed[-1] < 0.2 * 1e-3 < timed[2]  # annealed to near the floor within the budget
     assert all(a >= b for a, b in itertools.pairwise(timed))
+
+
+def test_pixel_logits_in_chunks_equal_one_pass(monkeypatch, shapes):
+    """Large batches are upsampled a few images at a time (CUDA's 2^31-element limit): same logits, same grads."""
+    import openlsm.models.semantics.small_extractor as se
+
+    images, _ = shapes(5, 32)
+    texts = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    model = se.SmallExtractor(se.SmallExtractorConfig(widths=(8, 16), feature_dim=8))
+
+    def logits_and_grads():
+        model.zero_grad()
+        out = pixel_logits(model, images, texts, 0.07)
+        out.square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    whole, whole_grads = logits_and_grads()
+    monkeypatch.setattr(se, "MAX_UPSAMPLED_ELEMENTS", 2 * 8 * 32 * 32)  # two images per chunk: 2 + 2 + 1
+    sizes, interpolate = [], torch.nn.functional.interpolate
+
+    def counting(x, size=None, **kw):
+        if size == (32, 32):
+            sizes.append(x.shape[0])
+        return interpolate(x, size=size, **kw)
+
+    monkeypatch.setattr(se.F, "interpolate", counting)
+    chunked, chunked_grads = logits_and_grads()
+    assert sizes == [2, 2, 1]
+    assert whole.shape == (5, 4, 32, 32)
+    torch.testing.assert_close(chunked, whole)
+    for a, b in zip(chunked_grads, whole_grads, strict=True):
+        torch.testing.assert_close(a, b)

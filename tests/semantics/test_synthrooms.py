@@ -50,7 +50,7 @@ def test_train_semantics_cli(tmp_path, capsys, monkeypatch):
                                val_batches=1)
     assert cmd.run() == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert 0.0 <= summary["val_pixel_accuracy"] <= 1.0
+    assert 0.0 <= summary["val_pixel_accuracy"] <= 1.0 and summary["steps"] == 2
     model = load_small_extractor(out)
     assert model.class_names == [n for n in names if n != "void"] and model.feature_dim == 384
 

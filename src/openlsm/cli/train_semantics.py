@@ -120,7 +120,10 @@ class TrainSemantics:
                                device=self.device, class_balance=self.class_balance,
                                max_seconds=None if self.max_minutes is None else 60 * self.max_minutes)
 
+        done = []  # steps trained (a --max-minutes run may stop before --steps)
+
         def log(step: int, loss: float) -> None:
+            done[:] = [step + 1]
             if step % self.log_every == 0 or step == self.steps - 1:
                 print(f"step {step:6d}  loss {loss:.4f}", flush=True)
 
@@ -140,7 +143,7 @@ class TrainSemantics:
             val_batches.close()
             self.out.parent.mkdir(parents=True, exist_ok=True)
             save_small_extractor(model, self.out)
-            result = {"out": str(self.out), "val_pixel_accuracy": acc, "classes": len(names)}
+            result = {"out": str(self.out), "steps": done[0], "val_pixel_accuracy": acc, "classes": len(names)}
         if self.test_scenes > 0:
             test = SynthRooms("test", self.resolution, views=self.views, length=self.test_scenes)
             ordered = (test.sample_batch(range(i, min(i + self.batch_size, len(test))), device=device)

@@ -153,13 +153,22 @@ def remap_labels(batches: Iterable, lut: torch.Tensor) -> Iterable[tuple[torch.T
         yield images, torch.where(labels >= 0, lut.to(labels.device)[labels.clamp_min(0)], labels)
 
 
+MAX_UPSAMPLED_ELEMENTS = 1 << 30
+
+
 def pixel_logits(model: SemanticExtractor, images01: torch.Tensor, text_features: torch.Tensor,
                  temperature: float) -> torch.Tensor:
     """[B, K, H, W] logits = cos(feature, text) / temperature, features upsampled to full resolution."""
     feats = model(images01 * 2 - 1)  # the extractor interface takes [-1, 1]
-    feats = F.interpolate(feats, size=images01.shape[-2:], mode="bilinear", align_corners=False)
-    cos = torch.einsum("bdhw,kd->bkhw", F.normalize(feats, dim=1), F.normalize(text_features, dim=-1))
-    return cos / temperature
+    texts = F.normalize(text_features, dim=-1)
+    # the upsampled features [B, D, H, W] are the big tensor: build them a few images at a time, below CUDA's
+    # 2^31-element kernel limit (64 images of 256² x 384 channels already hold 1.6 G elements)
+    per_image = feats.shape[1] * images01.shape[-2] * images01.shape[-1]
+    step = max(1, MAX_UPSAMPLED_ELEMENTS // per_image)
+    cos = [torch.einsum("bdhw,kd->bkhw", F.normalize(F.interpolate(
+        chunk, size=images01.shape[-2:], mode="bilinear", align_corners=False), dim=1), texts)
+        for chunk in feats.split(step)]
+    return torch.cat(cos) / temperature
 
 
 def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_names: list[str] | None = None,

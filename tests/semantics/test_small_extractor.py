@@ -191,3 +191,22 @@ def test_pixel_logits_in_chunks_equal_one_pass(monkeypatch, shapes):
     torch.testing.assert_close(chunked, whole)
     for a, b in zip(chunked_grads, whole_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_extractor_loads_from_an_lsm_folder(tmp_path, monkeypatch):
+    """The shipped weights are an LSM.save folder: its frozen 2D extractor loads on its own."""
+    from types import SimpleNamespace
+
+    from openlsm.models.lsm.model import LSM, LSMConfig
+
+    lsm = LSM(LSMConfig.tiny()).eval()
+    lsm.save(tmp_path / "lsm")
+    ext = load_small_extractor(tmp_path / "lsm")
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(ext(images), lsm.lseg_feature_extractor(images))
+    assert not ext.training and ext.class_names is None
+    monkeypatch.setattr(LSM, "load", classmethod(lambda cls, p: SimpleNamespace(config=SimpleNamespace(semantic="lseg"))))
+    with pytest.raises(OpenLSMError, match="'lseg' extractor"):
+        load_small_extractor(tmp_path / "lsm")
+    with pytest.raises(OpenLSMError, match="not found"):
+        load_small_extractor(tmp_path / "missing.safetensors")

@@ -47,7 +47,8 @@ class TrainSemantics:
     class_balance: float = 0.5
     """Class weights ~ pixel frequency^-class_balance in the cross-entropy (0: unweighted)."""
     init: Path | None = None
-    """Go on training from these extractor weights (same widths) instead of from scratch."""
+    """Go on training from these extractor weights (same widths) instead of from scratch: a train-semantics file
+    or an LSM.save folder (the shipped `small` model's extractor: src/openlsm/weights/lsm_small)."""
     text_encoder: Literal["minilm", "clip", "table"] = "minilm"
     clip_weights: Path | None = None
     """CLIP / LSeg checkpoint for --text-encoder clip."""
@@ -71,7 +72,8 @@ class TrainSemantics:
     val_batches: int = 8
     """Validation batches for the final pixel accuracy."""
     evaluate: Path | None = None
-    """Skip training: load these extractor weights and report the test-split mIoU (needs --test-scenes)."""
+    """Skip training: load these extractor weights (file or LSM.save folder, as --init) and report the test-split
+    mIoU (needs --test-scenes)."""
     test_scenes: int = 0
     """SynthRooms test scenes for the final mIoU with training names and held-out synonyms (0: skip)."""
 

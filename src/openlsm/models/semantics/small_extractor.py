@@ -281,10 +281,21 @@ def save_small_extractor(model: SmallExtractor, path: str | Path) -> None:
 
 
 def load_small_extractor(path: str | Path, device: str | torch.device = "cpu") -> SmallExtractor:
+    """A `save_small_extractor` file, or an `LSM.save` folder (such as the shipped `small` weights, whose frozen
+    2D extractor is this model) -> the extractor in eval mode."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
+    if path.is_dir():
+        from ..lsm.model import LSM
+
+        lsm = LSM.load(path)
+        if lsm.config.semantic != "small":
+            raise OpenLSMError(f"{path} holds an LSM with the {lsm.config.semantic!r} extractor, not the small one")
+        model = lsm.lseg_feature_extractor
+        model.class_names, model.text_encoder_name = None, "minilm"  # LSM files keep no class list
+        return model.to(device).eval()
     if not path.is_file():
         raise OpenLSMError(f"small extractor weights not found: {path}")
     with safe_open(str(path), "pt") as f:

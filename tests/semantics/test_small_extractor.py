@@ -22,6 +22,11 @@ def batches(images, labels, bs=8):
     return [(images[i : i + bs], labels[i : i + bs]) for i in range(0, len(images), bs)]
 
 
+def random_texts(k=4, dim=8):
+    """[k, dim] unit text embeddings, fixed seed (for tests that need no real text encoder)."""
+    return torch.nn.functional.normalize(torch.randn(k, dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+
+
 def test_small_extractor_learns_language_aligned_features(minilm, shapes, tmp_path):
     train = batches(*shapes(32, 32, seed=0))
     test = batches(*shapes(16, 32, seed=1))
@@ -76,7 +81,7 @@ def test_class_weights_follow_inverse_frequency():
 
 def test_training_goes_on_from_init_weights(shapes):
     images, labels = shapes(8, 32)
-    texts = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    texts = random_texts()
     cfg = SmallTrainConfig(steps=3, widths=(8, 16), seed=0, lr=1e-3)
     first = train_small_extractor(batches(images, labels), cfg, text_features=texts)
     zero = SmallTrainConfig(steps=1, widths=(8, 16), seed=1, lr=0.0)  # lr 0: weights must stay those of init
@@ -96,7 +101,7 @@ def test_decoder_width_is_saved_and_files_without_it_load_as_before(shapes, tmp_
     from safetensors.torch import load_file, save_file
 
     images, labels = shapes(8, 32)
-    texts = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    texts = random_texts()
     wide = train_small_extractor(batches(images, labels), SmallTrainConfig(steps=2, widths=(8, 16), decoder_width=24),
                                  text_features=texts)
     assert wide.head.in_channels == 24 and wide.laterals[0].out_channels == 24
@@ -128,7 +133,7 @@ def test_time_budget_anneals_and_stops(shapes, monkeypatch):
     import openlsm.models.semantics.small_extractor as se
 
     images, labels = shapes(8, 32)
-    texts = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    texts = random_texts()
     base = {"steps": 40, "widths": (8, 16), "seed": 0, "lr": 1e-3}
 
     def run(**kw):
@@ -166,7 +171,7 @@ def test_pixel_logits_in_chunks_equal_one_pass(monkeypatch, shapes):
     import openlsm.models.semantics.small_extractor as se
 
     images, _ = shapes(5, 32)
-    texts = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    texts = random_texts()
     model = se.SmallExtractor(se.SmallExtractorConfig(widths=(8, 16), feature_dim=8))
 
     def logits_and_grads():

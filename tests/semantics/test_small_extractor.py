@@ -215,3 +215,62 @@ def test_extractor_loads_from_an_lsm_folder(tmp_path, monkeypatch):
         load_small_extractor(tmp_path / "lsm")
     with pytest.raises(OpenLSMError, match="not found"):
         load_small_extractor(tmp_path / "missing.safetensors")
+
+
+def test_augment_keeps_labels_on_their_pixels():
+    """Crops + flips: labels are the nearest-neighbour sample of the same affine map the images get (checked
+    against a float64 brute-force map of pixel centres), and no crop is the identity up to the batch flip."""
+    from openlsm.models.semantics.small_extractor import augment
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(-1, 5, (3, 16, 20), generator=g)
+    images = torch.rand(3, 3, 16, 20, generator=g)
+    same_i, same_l = augment(images, labels, torch.Generator().manual_seed(0), hflip=False)
+    assert torch.equal(same_i, images) and torch.equal(same_l, labels)
+
+    gen = torch.Generator().manual_seed(1)
+    out_i, out_l = augment(images, labels, gen, hflip=True, crop_scale=0.5)
+    assert out_i.shape == images.shape and out_l.shape == labels.shape and out_l.dtype == torch.long
+    # replay the random draws to know each image's map: x_src = s * sign * x + tx (normalised coordinates)
+    gen = torch.Generator().manual_seed(1)
+    s = 0.5 + 0.5 * torch.rand(3, generator=gen, dtype=torch.float32).double()
+    shift = (1 - s)[:, None] * (2 * torch.rand(3, 2, generator=gen).double() - 1)
+    sign = torch.where(torch.rand(3, generator=gen) < 0.5, -1.0, 1.0).double()
+    assert (sign < 0).any() and (sign > 0).any()  # both flipped and unflipped images are checked
+    H, W = 16, 20
+    for b in range(3):
+        for y in range(H):
+            for x in range(W):
+                nx, ny = (2 * x + 1) / W - 1, (2 * y + 1) / H - 1
+                sx, sy = s[b] * sign[b] * nx + shift[b, 0], s[b] * ny + shift[b, 1]
+                px, py = ((sx + 1) * W - 1) / 2, ((sy + 1) * H - 1) / 2  # source pixel coordinates
+                assert 0 <= round(float(px)) < W and 0 <= round(float(py)) < H  # crops stay inside
+                x0, y0 = int(px.floor()), int(py.floor())  # bilinear, border-clamped, for the image
+                fx, fy = float(px) - x0, float(py) - y0
+                cx = [min(max(v, 0), W - 1) for v in (x0, x0 + 1)]
+                cy = [min(max(v, 0), H - 1) for v in (y0, y0 + 1)]
+                img = images[b].double()
+                want = ((1 - fy) * ((1 - fx) * img[:, cy[0], cx[0]] + fx * img[:, cy[0], cx[1]])
+                        + fy * ((1 - fx) * img[:, cy[1], cx[0]] + fx * img[:, cy[1], cx[1]]))
+                torch.testing.assert_close(out_i[b, :, y, x].double(), want, atol=1e-5, rtol=0)
+                if abs(px - px.round()) > 0.49 or abs(py - py.round()) > 0.49:
+                    continue  # a tie between two source pixels: either is right
+                assert out_l[b, y, x] == labels[b, int(py.round()), int(px.round())]
+
+
+def test_batch_reuse_takes_several_steps_per_fetched_batch(shapes):
+    images, labels = shapes(8, 32)
+    fetched = []
+
+    def stream():
+        for i in itertools.count():
+            fetched.append(i)
+            yield images[:4], labels[:4]
+
+    cfg = SmallTrainConfig(steps=6, widths=(8, 16), batch_reuse=3, crop_scale=0.7)
+    steps = []
+    train_small_extractor(stream(), cfg, text_features=random_texts(), callback=lambda s, _: steps.append(s))
+    assert steps == list(range(6)) and len(fetched) <= 3  # 2 batches used (a generator may run one ahead)
+    with pytest.raises(OpenLSMError, match="batch_reuse"):
+        train_small_extractor(stream(), SmallTrainConfig(steps=1, widths=(8, 16), batch_reuse=0),
+                              text_features=random_texts())

@@ -63,6 +63,11 @@ class TrainSemantics:
     max_minutes: float | None = None
     """Wall-clock budget: the learning-rate schedule follows time or steps, whichever is further along, and
     training stops when the budget is used (for fixed GPU time slots; such runs are not bit-reproducible)."""
+    batch_reuse: int = 1
+    """Optimizer steps per rendered batch, each on its own random flip / crop: more steps per second when
+    rendering the data, not the extractor, limits the GPU (--steps counts optimizer steps)."""
+    crop_scale: float = 1.0
+    """Random crops with sides between this share of the image and all of it, resized back (1: no crops)."""
     data_workers: int = 0
     """Processes computing SynthRooms scenes and cameras while the main process renders and trains (same images
     as 0 workers, in the same order)."""
@@ -99,6 +104,9 @@ class TrainSemantics:
             raise OpenLSMError(f"--resolution must be a multiple of 16, got {self.resolution}")
         if self.data_workers < 0:
             raise OpenLSMError(f"--data-workers must be >= 0, got {self.data_workers}")
+        if self.batch_reuse < 1 or not 0 < self.crop_scale <= 1:
+            raise OpenLSMError(f"--batch-reuse must be >= 1 and --crop-scale in (0, 1], got {self.batch_reuse}, "
+                               f"{self.crop_scale}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise OpenLSMError(f"--max-minutes must be > 0, got {self.max_minutes}")
         from ..models.semantics.evaluate import evaluate_extractor, query_sets
@@ -120,6 +128,7 @@ class TrainSemantics:
                                text_encoder=self.text_encoder, widths=tuple(self.widths),
                                decoder_width=self.decoder_width, seed=self.seed,
                                device=self.device, class_balance=self.class_balance,
+                               batch_reuse=self.batch_reuse, crop_scale=self.crop_scale,
                                max_seconds=None if self.max_minutes is None else 60 * self.max_minutes)
 
         done = []  # steps trained (a --max-minutes run may stop before --steps)

@@ -100,6 +100,8 @@ class SmallTrainConfig:
     class_balance: float = 0.5  # cross-entropy weight per class ~ frequency^-class_balance (0: unweighted)
     max_seconds: float | None = None  # wall-clock budget: the schedule follows max(step, time) progress and ends
     # by then, so a run fits a fixed time slot and still anneals (such runs are not bit-reproducible)
+    batch_reuse: int = 1  # optimizer steps per fetched batch, each on its own random flip / crop (data-bound GPUs)
+    crop_scale: float = 1.0  # smallest random crop side as a share of the image, resized back (1: no crops)
 
 
 def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
@@ -113,6 +115,33 @@ def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
     raw = freq.pow(-power)
     w[seen] = (raw / raw.mean()).clamp(0.1, 10.0)
     return w
+
+
+def augment(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, hflip: bool = True,
+            crop_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal flip, and with `crop_scale` < 1 a random square-aspect crop per image (side in
+    [crop_scale, 1] of the image) resized back: bilinear for images [B,3,H,W], nearest for labels [B,H,W]."""
+    if crop_scale >= 1:  # the whole batch flipped or not
+        if hflip and torch.rand((), generator=gen) < 0.5:
+            images, labels = images.flip(-1), labels.flip(-1)
+        return images, labels
+    b = images.shape[0]
+    scale = crop_scale + (1 - crop_scale) * torch.rand(b, generator=gen)  # [B]
+    shift = (1 - scale)[:, None] * (2 * torch.rand(b, 2, generator=gen) - 1)  # [B, 2], keeps the crop inside
+    sign = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if hflip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = scale * sign, scale, shift
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    lab = F.grid_sample(labels[:, None].to(grid.dtype), grid, mode="nearest", padding_mode="border",
+                        align_corners=False)
+    return out, lab[:, 0].round().long()
+
+
+def _repeat(batches: Iterable, times: int) -> Iterable:
+    for item in batches:
+        for _ in range(times):
+            yield item
 
 
 def _cycle(batches: Iterable) -> Iterable:
@@ -219,9 +248,12 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
         t = min(1.0, (done - warmup) / max(1, config.steps - warmup))
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
+    if config.batch_reuse < 1 or not 0 < config.crop_scale <= 1:
+        raise OpenLSMError(f"batch_reuse must be >= 1 and crop_scale in (0, 1], got {config.batch_reuse}, "
+                           f"{config.crop_scale}")
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
-    for step, (images, labels) in zip(range(config.steps), _cycle(batches)):
+    for step, (images, labels) in zip(range(config.steps), _repeat(_cycle(batches), config.batch_reuse)):
         if step == 0:  # the clock starts with the first batch (not with data workers starting up)
             start = time.perf_counter()
         done = progress(step, time.perf_counter() - start)
@@ -234,8 +266,7 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
             raise OpenLSMError(f"bad batch: images {tuple(images.shape)}, labels {tuple(labels.shape)}")
         if int(labels.max()) >= num_classes:
             raise OpenLSMError(f"label {int(labels.max())} out of range for {num_classes} classes")
-        if config.hflip and torch.rand((), generator=gen) < 0.5:
-            images, labels = images.flip(-1), labels.flip(-1)
+        images, labels = augment(images, labels, gen, config.hflip, config.crop_scale)
         logits = pixel_logits(model, images, texts, config.temperature)
         weight = None
         if config.class_balance > 0:

@@ -15,7 +15,7 @@ if [ "${PART:-sem}" = sem ]; then
   openlsm train-semantics --out "outputs/$NAME.safetensors" --init "${INIT:-outputs/sem7.safetensors}" \
     --resolution 256 --views 4 --batch-size "${BS:-16}" --steps 1000000 --max-minutes "${MINUTES:-7}" \
     --lr "${LR:-1e-3}" --class-balance 0.5 "${TABLE[@]}" --data-workers "${WORKERS:-15}" --device cuda \
-    --batch-reuse "${BATCH_REUSE:-3}" --crop-scale "${CROP:-0.6}" \
+    --batch-reuse "${BATCH_REUSE:-3}" --crop-scale "${CROP:-0.6}" --align-weight "${ALIGN:-0}" \
     --log-every 500 --test-scenes 200 2>&1 | grep -v Warning | tee "$OUT/$NAME.log" | tail -n 4
   cp "outputs/$NAME.safetensors" "$OUT/"
 else

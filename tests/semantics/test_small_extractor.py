@@ -274,3 +274,20 @@ def test_batch_reuse_takes_several_steps_per_fetched_batch(shapes):
     with pytest.raises(OpenLSMError, match="batch_reuse"):
         train_small_extractor(stream(), SmallTrainConfig(steps=1, widths=(8, 16), batch_reuse=0),
                               text_features=random_texts())
+
+
+def test_align_weight_adds_the_mean_cosine_distance_to_the_class_text(shapes):
+    images, labels = shapes(4, 32)
+    labels[0, :4] = -1  # ignored pixels take no part
+    texts = random_texts()
+    losses = {}
+    for w in (0.0, 0.7):
+        cfg = SmallTrainConfig(steps=1, widths=(8, 16), seed=0, lr=0.0, hflip=False, class_balance=0.0,
+                               align_weight=w)
+        model = train_small_extractor([(images, labels)], cfg, text_features=texts,
+                                      callback=lambda s, loss, w=w: losses.__setitem__(w, loss))
+    with torch.no_grad():  # lr 0: the model still holds the weights the loss was computed with
+        feats = torch.nn.functional.interpolate(model(images * 2 - 1), size=images.shape[-2:], mode="bilinear")
+        feats = torch.nn.functional.normalize(feats, dim=1).permute(0, 2, 3, 1)[labels >= 0].double()  # [P, D]
+        cos = (feats * texts.double()[labels[labels >= 0]]).sum(-1)
+    assert losses[0.7] - losses[0.0] == pytest.approx(0.7 * float((1 - cos).mean()), rel=1e-4)

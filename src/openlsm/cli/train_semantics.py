@@ -46,6 +46,9 @@ class TrainSemantics:
     """Softmax temperature on cosine similarities."""
     class_balance: float = 0.5
     """Class weights ~ pixel frequency^-class_balance in the cross-entropy (0: unweighted)."""
+    align_weight: float = 0.0
+    """Adds align_weight x mean(1 - cosine) between each pixel's feature and its class's text embedding: features
+    stay near the text vectors, which helps names never trained on (held-out synonyms)."""
     init: Path | None = None
     """Go on training from these extractor weights (same widths) instead of from scratch: a train-semantics file
     or an LSM.save folder (the shipped `small` model's extractor: src/openlsm/weights/lsm_small)."""
@@ -129,6 +132,7 @@ class TrainSemantics:
                                decoder_width=self.decoder_width, seed=self.seed,
                                device=self.device, class_balance=self.class_balance,
                                batch_reuse=self.batch_reuse, crop_scale=self.crop_scale,
+                               align_weight=self.align_weight,
                                max_seconds=None if self.max_minutes is None else 60 * self.max_minutes)
 
         done = []  # steps trained (a --max-minutes run may stop before --steps)

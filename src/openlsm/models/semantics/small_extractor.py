@@ -102,6 +102,8 @@ class SmallTrainConfig:
     # by then, so a run fits a fixed time slot and still anneals (such runs are not bit-reproducible)
     batch_reuse: int = 1  # optimizer steps per fetched batch, each on its own random flip / crop (data-bound GPUs)
     crop_scale: float = 1.0  # smallest random crop side as a share of the image, resized back (1: no crops)
+    align_weight: float = 0.0  # + weight x mean(1 - cos(feature, its class's text embedding)): keeps features near
+    # the text vectors themselves, not only ranked right among the training names (helps unseen synonyms)
 
 
 def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
@@ -273,6 +275,10 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
             counts += torch.bincount(labels[labels >= 0], minlength=num_classes)
             weight = class_weights(counts, config.class_balance)
         loss = F.cross_entropy(logits, labels.masked_fill(labels < 0, -100), weight=weight, ignore_index=-100)
+        if config.align_weight > 0:
+            valid = labels >= 0
+            cos = logits.gather(1, labels.clamp_min(0)[:, None])[:, 0] * config.temperature  # [B, H, W]
+            loss = loss + config.align_weight * (1 - cos[valid]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -47,8 +47,9 @@ class TrainSemantics:
     class_balance: float = 0.5
     """Class weights ~ pixel frequency^-class_balance in the cross-entropy (0: unweighted)."""
     align_weight: float = 0.0
-    """Adds align_weight x mean(1 - cosine) between each pixel's feature and its class's text embedding: features
-    stay near the text vectors, which helps names never trained on (held-out synonyms)."""
+    """Adds align_weight x mean(1 - cosine) between each pixel's feature and its class's text embedding, to keep
+    features near the text vectors for names never trained on (it did not help the held-out synonyms in the one
+    GPU run that tried it; docs/benchmarks.md)."""
     init: Path | None = None
     """Go on training from these extractor weights (same widths) instead of from scratch: a train-semantics file
     or an LSM.save folder (the shipped `small` model's extractor: src/openlsm/weights/lsm_small)."""

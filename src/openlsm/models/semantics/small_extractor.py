@@ -103,7 +103,8 @@ class SmallTrainConfig:
     batch_reuse: int = 1  # optimizer steps per fetched batch, each on its own random flip / crop (data-bound GPUs)
     crop_scale: float = 1.0  # smallest random crop side as a share of the image, resized back (1: no crops)
     align_weight: float = 0.0  # + weight x mean(1 - cos(feature, its class's text embedding)): keeps features near
-    # the text vectors themselves, not only ranked right among the training names (helps unseen synonyms)
+    # the text vectors themselves, not only ranked right; meant for unseen synonyms, which it did not help in the
+    # one GPU run that tried it (docs/benchmarks.md, session 6)
 
 
 def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
@@ -121,8 +122,8 @@ def class_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
 
 def augment(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, hflip: bool = True,
             crop_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal flip, and with `crop_scale` < 1 a random square-aspect crop per image (side in
-    [crop_scale, 1] of the image) resized back: bilinear for images [B,3,H,W], nearest for labels [B,H,W]."""
+    """Random horizontal flip, and with `crop_scale` < 1 a random crop per image (the image's aspect, sides
+    crop_scale..1 of it) resized back: bilinear for images [B,3,H,W], nearest for labels [B,H,W]."""
     if crop_scale >= 1:  # the whole batch flipped or not
         if hflip and torch.rand((), generator=gen) < 0.5:
             images, labels = images.flip(-1), labels.flip(-1)

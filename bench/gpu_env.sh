@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
 # Source on the device machine: install the carried wheels (.whl/) into /tmp/site and point Python at them.
+# Also defines `elapsed` (seconds since T0, the call's start) and TEXT_TABLE_FLAGS (flags for the carried MiniLM
+# text table).
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 )); }
+TEXT_TABLE_FLAGS=(--text-encoder table --text-table .whl/text_table.safetensors)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0
 export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

@@ -4,9 +4,8 @@
 #                throughput, SynthRooms with host workers.            (nvidia-h100-x1)
 #   PART=ddp   : 2-GPU DDP smoke test of `openlsm train` against one GPU, same global batch. (nvidia-h200-x2)
 set -uo pipefail
-T0=$(date +%s)
 source bench/gpu_env.sh
-run() { echo "== $* ($(( $(date +%s) - T0 )) s)"; timeout "${T:-240}" "$@" 2>&1 | grep -v Warning | tee -a "$OUT/log.txt" | grep '^{' >> "$OUT/results.jsonl"; tail -n 2 "$OUT/results.jsonl"; }
+run() { echo "== $* ($(elapsed) s)"; timeout "${T:-240}" "$@" 2>&1 | grep -v Warning | tee -a "$OUT/log.txt" | grep '^{' >> "$OUT/results.jsonl"; tail -n 2 "$OUT/results.jsonl"; }
 if [ "${PART:-bench}" = bench ]; then
   T=300 run python3 bench/gpu_check_render.py
   run python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 512 --repeat 200
@@ -33,4 +32,4 @@ else
   for r in one two; do cp /tmp/runs/$r/metrics.jsonl "$OUT/$r.metrics.jsonl" 2>/dev/null; done
   tail -n 3 "$OUT"/one.log "$OUT"/two.log
 fi
-echo "done at $(( $(date +%s) - T0 )) s"
+echo "done at $(elapsed) s"

@@ -9,10 +9,7 @@
 #   PART=lsm: geometry-only phase for GEO_S seconds from the shipped LSM, then the full loss with the new frozen
 #             extractor (--semantic-weights SEM) for the rest of the call; exports the weights.
 set -uo pipefail
-T0=$(date +%s)
 source bench/gpu_env.sh
-elapsed() { echo $(( $(date +%s) - T0 )); }
-TABLE=(--text-encoder table --text-table .whl/text_table.safetensors)
 if [ "${PART:-sem}" = perf ]; then
   python3 -m pytest -q -p no:cacheprovider tests/models/test_cuda_graphs.py 2>&1 | tail -n 3 | tee "$OUT/tests.txt"
   for args in "--presets paper --dtype bf16" "--presets paper --dtype fp32" "--presets small --dtype fp32"; do
@@ -29,24 +26,24 @@ if [ "${PART:-sem}" = perf ]; then
     grep '^{' | tee -a "$OUT/results.jsonl"
 elif [ "${PART:-sem}" = eval ]; then
   openlsm eval --checkpoint src/openlsm/weights/lsm_small --data synthrooms:test --scenes "${SCENES:-4}" \
-    --resolution 256 --device cuda "${TABLE[@]:2}" --baselines a,c --render-repeats 5 --out outputs/eval_gpu \
+    --resolution 256 --device cuda "${TEXT_TABLE_FLAGS[@]:2}" --baselines a,c --render-repeats 5 --out outputs/eval_gpu \
     2>&1 | grep -v Warning | tail -n 12
   cp outputs/eval_gpu/metrics.json "$OUT/eval_gpu.json"
   echo "extractor at $(elapsed) s"
   openlsm train-semantics --out outputs/sem6.safetensors --init "${SEM:-outputs/sem5.safetensors}" \
     --resolution 256 --views 4 --batch-size "${BS:-24}" --steps 1000000 --max-minutes "${MINUTES:-4}" \
-    --lr "${LR:-1e-3}" --class-balance 0.5 "${TABLE[@]}" --data-workers 15 --device cuda \
+    --lr "${LR:-1e-3}" --class-balance 0.5 "${TEXT_TABLE_FLAGS[@]}" --data-workers 15 --device cuda \
     --log-every 500 --test-scenes 200 2>&1 | grep -v Warning | tee "$OUT/sem6.log" | tail -n 3
   cp outputs/sem6.safetensors "$OUT/"
 elif [ "${PART:-sem}" = sem ]; then
   openlsm train-semantics --out outputs/sem5.safetensors --init "${INIT:-outputs/ext2.safetensors}" \
     --resolution 256 --views 4 --batch-size "${BS:-16}" --steps 1000000 --max-minutes "${MINUTES:-7.2}" \
-    --lr "${LR:-2e-3}" --class-balance 0.5 "${TABLE[@]}" --data-workers "${WORKERS:-15}" --device cuda \
+    --lr "${LR:-2e-3}" --class-balance 0.5 "${TEXT_TABLE_FLAGS[@]}" --data-workers "${WORKERS:-15}" --device cuda \
     --log-every 500 --test-scenes 200 2>&1 | grep -v Warning | tee "$OUT/sem5.log" | tail -n 8
   cp outputs/sem5.safetensors "$OUT/"
   echo "old extractor at $(elapsed) s"
   openlsm train-semantics --evaluate "${INIT:-outputs/ext2.safetensors}" --resolution 256 --views 4 --batch-size 16 \
-    "${TABLE[@]}" --device cuda --test-scenes 200 2>&1 | grep '^{' | tee "$OUT/old_extractor.json"
+    "${TEXT_TABLE_FLAGS[@]}" --device cuda --test-scenes 200 2>&1 | grep '^{' | tee "$OUT/old_extractor.json"
 else
   train() {  # train OUT_DIR SECONDS BATCH [args incl. --steps]; stops by --max-minutes
     local out=$1 secs=$2 bs=$3; shift 3

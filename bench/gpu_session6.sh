@@ -6,15 +6,12 @@
 #   PART=lsm: the full loss from INIT (default: the shipped LSM) with the frozen extractor SEM as teacher, for the
 #             rest of the call (LIMIT s), optional FREEZE prefixes; exports the weights.
 set -uo pipefail
-T0=$(date +%s)
 source bench/gpu_env.sh
-elapsed() { echo $(( $(date +%s) - T0 )); }
-TABLE=(--text-encoder table --text-table .whl/text_table.safetensors)
 if [ "${PART:-sem}" = sem ]; then
   NAME=${NAME:-sem8}
   openlsm train-semantics --out "outputs/$NAME.safetensors" --init "${INIT:-outputs/sem7.safetensors}" \
     --resolution 256 --views 4 --batch-size "${BS:-16}" --steps 1000000 --max-minutes "${MINUTES:-7}" \
-    --lr "${LR:-1e-3}" --class-balance 0.5 "${TABLE[@]}" --data-workers "${WORKERS:-15}" --device cuda \
+    --lr "${LR:-1e-3}" --class-balance 0.5 "${TEXT_TABLE_FLAGS[@]}" --data-workers "${WORKERS:-15}" --device cuda \
     --batch-reuse "${BATCH_REUSE:-3}" --crop-scale "${CROP:-0.6}" --align-weight "${ALIGN:-0}" \
     --log-every 500 --test-scenes 200 2>&1 | grep -v Warning | tee "$OUT/$NAME.log" | tail -n 4
   cp "outputs/$NAME.safetensors" "$OUT/"

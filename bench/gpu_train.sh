@@ -8,10 +8,8 @@
 #   PHASE=3: the next slice of run B (resumed when the machine stayed warm, else restarted from outputs/run_b_weights).
 # Carry: .whl (wheels + text table) and the outputs/ files named above.
 set -uo pipefail
-T0=$(date +%s)
 source bench/gpu_env.sh
 BS=${BS:-8}; LIMIT=${LIMIT:-590}
-elapsed() { echo $(( $(date +%s) - T0 )); }
 minutes_left() { python3 -c "print(round(($LIMIT - $(elapsed) - ${1:-0}) / 60, 2))"; }
 train() {  # train OUT_DIR [args...]: a slice that ends before the call's limit; weights and metrics to $OUT
   local out=$1; shift

@@ -5,10 +5,8 @@
 #   PHASE=full: full LSM loss from the geometry run's weights (carry outputs/geo_weights), then gsplat pass
 #               variants and batched-camera render throughput.
 set -uo pipefail
-T0=$(date +%s)
 source bench/gpu_env.sh
 LIMIT=${LIMIT:-560}
-elapsed() { echo $(( $(date +%s) - T0 )); }
 probe() {  # probe PRECISION LOSS VIEWS BATCH -> pairs/s of the step alone
   python3 bench/bench_train.py --device cuda --presets small --size 256 --batch "$4" --precision "$1" --loss "$2" \
     --views "$3" --steps 3 --warmup 2 2>&1 | grep '^{' | tee -a "$OUT/results.jsonl" |

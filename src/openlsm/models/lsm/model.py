@@ -19,6 +19,7 @@ feat = [xyz, rgb] -> point transformer fused with encoder tokens and semantic to
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,10 +214,8 @@ class LSM(nn.Module):
 
     def extract_semantics(self, images: Tensor) -> Tensor:
         """images [N, 3, H, W] in [-1, 1] -> [N, D, H/2, W/2]."""
-        if self.config.freeze_semantic:
-            with torch.no_grad():
-                return self._stage("semantics", self.lseg_feature_extractor, images)
-        return self._stage("semantics", self.lseg_feature_extractor, images)
+        with torch.no_grad() if self.config.freeze_semantic else contextlib.nullcontext():
+            return self._stage("semantics", self.lseg_feature_extractor, images)
 
     def expand_features(self, feature_maps: Tensor) -> Tensor:
         """Rendered feature maps [N, feature_dim, H, W] -> [N, D, H/2, W/2] in the extractor's space."""

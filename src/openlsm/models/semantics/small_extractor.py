@@ -147,6 +147,17 @@ def _repeat(batches: Iterable, times: int) -> Iterable:
             yield item
 
 
+def _checked(batches: Iterable, device: torch.device, num_classes: int) -> Iterable:
+    # each fetched batch moved to the device and validated once, however often it is reused
+    for images, labels in batches:
+        images, labels = images.to(device).float(), labels.to(device).long()
+        if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[-2:]):
+            raise OpenLSMError(f"bad batch: images {tuple(images.shape)}, labels {tuple(labels.shape)}")
+        if int(labels.max()) >= num_classes:
+            raise OpenLSMError(f"label {int(labels.max())} out of range for {num_classes} classes")
+        yield images, labels
+
+
 def _cycle(batches: Iterable) -> Iterable:
     # re-iterate a re-iterable (list / DataLoader) forever; a one-shot iterator simply ends
     for epoch in itertools.count():
@@ -256,7 +267,8 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
                            f"{config.crop_scale}")
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
-    for step, (images, labels) in zip(range(config.steps), _repeat(_cycle(batches), config.batch_reuse)):
+    stream = _repeat(_checked(_cycle(batches), device, num_classes), config.batch_reuse)
+    for step, (images, labels) in zip(range(config.steps), stream):
         if step == 0:  # the clock starts with the first batch (not with data workers starting up)
             start = time.perf_counter()
         done = progress(step, time.perf_counter() - start)
@@ -264,11 +276,6 @@ def train_small_extractor(batches: Iterable, config: SmallTrainConfig, class_nam
             break
         for group in opt.param_groups:
             group["lr"] = config.lr * lr_factor(done)
-        images, labels = images.to(device).float(), labels.to(device).long()
-        if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[-2:]):
-            raise OpenLSMError(f"bad batch: images {tuple(images.shape)}, labels {tuple(labels.shape)}")
-        if int(labels.max()) >= num_classes:
-            raise OpenLSMError(f"label {int(labels.max())} out of range for {num_classes} classes")
         images, labels = augment(images, labels, gen, config.hflip, config.crop_scale)
         logits = pixel_logits(model, images, texts, config.temperature)
         weight = None

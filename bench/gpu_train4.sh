@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Session-4 training calls (nvidia-h100-x1); run folders in the git-ignored outputs/, weights back through $OUT.
 #   PHASE=geo : geometry-only phase (--loss geometry, 2 views, batch 32) from the shipped weights; the step count is
-#               set from a 2-step throughput probe so that the cosine schedule ends inside the call.
+#               set from a 2-step throughput probe so that the cosine schedule ends inside the call. REUSE=K trains
+#               K optimizer steps per rendered batch (--batch-reuse; inputs swapped on odd reuses): cap DATA_RATE
+#               at K x the data rate.
 #   PHASE=full: full LSM loss from the geometry run's weights (carry outputs/geo_weights), then gsplat pass
 #               variants and batched-camera render throughput.
 set -uo pipefail
@@ -27,7 +29,8 @@ if [ "${PHASE:-geo}" = geo ]; then
   # the probe so that the schedule fits the call
   R=$(probe fp32 geometry 2 "${BS:-32}"); R=$(python3 -c "print(min($R, ${DATA_RATE:-1e9}))")
   train outputs/runs/geo "${BS:-32}" "$R" --loss geometry --views 2 --lr "${LR:-3e-4}" --warmup-steps "${WARMUP:-50}" \
-    --precision fp32 --init "${INIT:-src/openlsm/weights/lsm_small}" --data-workers "${WORKERS:-12}"
+    --precision fp32 --init "${INIT:-src/openlsm/weights/lsm_small}" --data-workers "${WORKERS:-12}" \
+    --batch-reuse "${REUSE:-1}"
 else
   R=$(probe fp32 paper 3 8)
   [ "${RENDER:-1}" = 1 ] && LIMIT=$(( LIMIT - 40 ))  # leaves time for the render variants below

@@ -48,9 +48,10 @@ def test_a_few_dozen_steps_lower_the_loss(tmp_path):
         assert state.keys() == final.keys() and all(torch.equal(state[k], final[k]) for k in final)
 
 
-def test_kill_and_resume_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("reuse", [1, 3])  # with 3 the resume lands inside a reused batch's group (step 2 of 0-2)
+def test_kill_and_resume_is_bit_exact(tmp_path, reuse):
     straight = tmp_path / "straight"
-    train(tiny_config(straight, ckpt_every=2))
+    train(tiny_config(straight, ckpt_every=2, batch_reuse=reuse))
 
     def crash_at_3(step, scalars):
         if step == 3:
@@ -58,10 +59,10 @@ def test_kill_and_resume_is_bit_exact(tmp_path):
 
     resumed = tmp_path / "resumed"
     with pytest.raises(Crash):
-        train(tiny_config(resumed, ckpt_every=2), callback=crash_at_3)
+        train(tiny_config(resumed, ckpt_every=2, batch_reuse=reuse), callback=crash_at_3)
     assert load_checkpoint(resumed / "checkpoint.pt")["step"] == 2
     assert [r["step"] for r in records(resumed)] == [1, 2, 3]
-    summary = train(tiny_config(resumed, ckpt_every=2, resume=True))
+    summary = train(tiny_config(resumed, ckpt_every=2, batch_reuse=reuse, resume=True))
     assert summary["step"] == 4
 
     a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
@@ -75,6 +76,33 @@ def test_kill_and_resume_is_bit_exact(tmp_path):
     ra, rb = records(straight), records(resumed)
     assert [r["step"] for r in rb] == [1, 2, 3, 4]
     assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
+
+
+def test_batch_reuse_fetches_once_per_group_and_swaps_the_inputs(tmp_path, monkeypatch):
+    """reuse 2: optimizer steps 2k and 2k+1 train on data step k's batch, the second time with views 0 and 1
+    exchanged; the batches are those a reuse-1 run trains on at steps k."""
+    from openlsm.train.data import SynthRoomsSource
+    from openlsm.train.step import LossModule
+
+    seen, fetched = [], []
+    forward, fetch = LossModule.forward, SynthRoomsSource.fetch
+    monkeypatch.setattr(LossModule, "forward",
+                        lambda self, batch, gen=None: seen.append({k: v.clone() for k, v in batch.items()}) or
+                        forward(self, batch, gen))
+    monkeypatch.setattr(SynthRoomsSource, "fetch", lambda self, pairs: fetched.append(pairs) or fetch(self, pairs))
+    kw = dict(steps=5, views=3, train_size=4, cache_data=False, resample_cameras=True)
+    train(tiny_config(tmp_path / "plain", **kw))
+    plain_batches, plain_fetches = seen[:], fetched[:]
+    seen.clear(), fetched.clear()
+    train(tiny_config(tmp_path / "reuse", **kw, batch_reuse=2))
+    assert len(seen) == 5 and fetched == plain_fetches[:3]  # data steps 0, 1, 2 for optimizer steps 0..4
+    for step, batch in enumerate(seen):
+        source = plain_batches[step // 2]
+        order = [1, 0, 2] if step % 2 else [0, 1, 2]
+        assert batch.keys() == source.keys()
+        for k in batch:
+            assert torch.equal(batch[k], source[k][:, order]), (step, k)
+    assert not torch.equal(seen[0]["c2w"], seen[1]["c2w"])  # the swap really changed the batch
 
 
 def test_time_limit_and_signal_stop_cleanly_with_a_checkpoint(tmp_path):

@@ -34,6 +34,9 @@ class Train:
     """Global batch (pairs per step over all ranks and accumulation steps)."""
     accum_steps: int = 1
     """Gradient-accumulation micro-batches per rank and step."""
+    batch_reuse: int = 1
+    """Optimizer steps per fetched batch (for data-bound runs); every second reuse swaps the two input views, so
+    the reference frame, targets and cameras differ. The schedule still counts optimizer steps."""
     resolution: int = 256
     """Square image size (a multiple of 16)."""
     views: int = 3

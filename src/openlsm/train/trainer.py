@@ -45,7 +45,7 @@ CHECKPOINT = "checkpoint.pt"
 # Config fields that change the data, the maths of a step or the learning-rate schedule: resuming with other
 # values is refused (a resume that forgot --warmup-steps would otherwise silently warm up again).
 RESUME_FIXED = ("model", "data", "resolution", "views", "train_size", "resample_cameras", "batch_size",
-                "accum_steps", "seed", "loss", "freeze", "precision", "steps", "lr", "min_lr", "warmup_steps",
+                "batch_reuse", "accum_steps", "seed", "loss", "freeze", "precision", "steps", "lr", "min_lr", "warmup_steps",
                 "cosine", "weight_decay", "betas")
 
 
@@ -64,6 +64,7 @@ class TrainConfig:
     steps: int = 10_000
     batch_size: int = 8  # global batch: pairs per optimizer step over all ranks and accumulation steps
     accum_steps: int = 1  # micro-batches per rank and step
+    batch_reuse: int = 1  # optimizer steps per fetched batch; odd reuses swap the two input views (swap_inputs)
     lr: float = 1e-4
     min_lr: float = 1e-6
     warmup_steps: int = 500
@@ -91,8 +92,8 @@ class TrainConfig:
     export_weights: bool = False  # with each checkpoint also write out/weights/ (bf16 safetensors, <= 15 MiB each)
 
     def validate(self, world_size: int) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.accum_steps < 1:
-            raise OpenLSMError("steps, batch_size and accum_steps must be >= 1")
+        if self.steps < 1 or self.batch_size < 1 or self.accum_steps < 1 or self.batch_reuse < 1:
+            raise OpenLSMError("steps, batch_size, accum_steps and batch_reuse must be >= 1")
         if self.batch_size % (world_size * self.accum_steps):
             raise OpenLSMError(f"batch_size {self.batch_size} must be divisible by ranks x accum_steps = "
                                f"{world_size} x {self.accum_steps}")
@@ -101,6 +102,14 @@ class TrainConfig:
         if self.warmup_steps < 0 or self.lr <= 0:
             raise OpenLSMError("need warmup_steps >= 0 and lr > 0")
         LossWeights.preset(self.loss)
+
+
+def swap_inputs(batch: dict) -> dict:
+    """The batch with input views 0 and 1 exchanged (every tensor is [S, V, ...]): view 1 becomes the reference
+    frame, so the regression targets, the predicted cameras and the Gaussians all change: a reused batch still
+    teaches something new."""
+    order = [1, 0, *range(2, batch["images"].shape[1])]
+    return {k: v[:, order] for k, v in batch.items()}
 
 
 def plain(x):
@@ -330,7 +339,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, callback, t_start: float) -> dict
             save_checkpoint(Path(cfg.out) / CHECKPOINT, {
                 "step": at, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                "data": {"samples_seen": at * cfg.batch_size, "train_rooms": len(train_src)},
+                "data": {"samples_seen": -(-at // reuse) * cfg.batch_size, "train_rooms": len(train_src)},
                 "train_config": {**plain(cfg), "world_size": ctx.world_size}})
             if cfg.export_weights:
                 export_weights(model.state_dict(), Path(cfg.out) / "weights", plain(cfg), at)
@@ -357,17 +366,23 @@ def _train(cfg: TrainConfig, ctx: DistContext, callback, t_start: float) -> dict
     set_train_mode(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    def pairs_of(s: int) -> list[tuple[int, int]]:  # this rank's slice of step s's global batch
+    def pairs_of(s: int) -> list[tuple[int, int]]:  # this rank's slice of data step s's global batch
         return global_batch(cfg.seed, s, cfg.batch_size, len(train_src))[ctx.rank * local:(ctx.rank + 1) * local]
+
+    reuse = cfg.batch_reuse
+    fetched: tuple[int, dict] | None = None  # (data step, its batch): optimizer step s trains on data step s // reuse
 
     prefetcher = Prefetcher(train_src, cfg.prefetch and device.type == "cuda")
     # closing train_src ends its worker processes with the loop, also on errors
     with StopFlag() as stop, contextlib.closing(prefetcher), contextlib.closing(train_src):
         while step < cfg.steps:
             t0 = time.perf_counter()
-            batch = prefetcher.get(step, pairs_of(step))
-            if step + 1 < cfg.steps:
-                prefetcher.schedule(step + 1, pairs_of(step + 1))
+            data_step = step // reuse
+            if fetched is None or fetched[0] != data_step:
+                fetched = (data_step, prefetcher.get(data_step, pairs_of(data_step)))
+                if (data_step + 1) * reuse < cfg.steps:
+                    prefetcher.schedule(data_step + 1, pairs_of(data_step + 1))
+            batch = swap_inputs(fetched[1]) if step % reuse % 2 else fetched[1]
             t_data = time.perf_counter() - t0
             sums: dict[str, torch.Tensor] = {}
             for a in range(cfg.accum_steps):

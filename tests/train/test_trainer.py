@@ -90,7 +90,7 @@ def test_batch_reuse_fetches_once_per_group_and_swaps_the_inputs(tmp_path, monke
                         lambda self, batch, gen=None: seen.append({k: v.clone() for k, v in batch.items()}) or
                         forward(self, batch, gen))
     monkeypatch.setattr(SynthRoomsSource, "fetch", lambda self, pairs: fetched.append(pairs) or fetch(self, pairs))
-    kw = dict(steps=5, views=3, train_size=4, cache_data=False, resample_cameras=True)
+    kw = {"steps": 5, "views": 3, "train_size": 4, "cache_data": False, "resample_cameras": True}
     train(tiny_config(tmp_path / "plain", **kw))
     plain_batches, plain_fetches = seen[:], fetched[:]
     seen.clear(), fetched.clear()

@@ -6,8 +6,8 @@ embedding, how well could the held-out names still segment?
 
 Prints one JSON line per held-out set: classes right when each class's feature is its training-name embedding,
 and the wrong ones as (class, predicted). With --rooms N also the mIoU / accuracy on N SynthRooms test rooms x 4
-views (256²) of two oracle features: `gt_class` (each pixel's ground-truth class embedding: the best any extractor
-can do) and, with --extractor, `predicted_class` (the embedding of the class the extractor picks with the
+views (256²) of two oracle features: `gt_class` (each pixel's ground-truth class embedding: a perfect closed-set
+extractor pinned to the training names; a real one may land nearer the synonyms) and, with --extractor, `predicted_class` (the embedding of the class the extractor picks with the
 training names: its closed-set quality, perfectly aligned).
 """
 
@@ -28,14 +28,15 @@ def room_bounds(sets: dict[str, torch.Tensor], rooms: int, extractor: str | None
     from openlsm.data.synthrooms import CLASSES as ROOM_CLASSES
     from openlsm.data.synthrooms import SynthRooms
     from openlsm.eval.metrics import confusion_matrix
-    from openlsm.models.semantics import drop_classes, load_small_extractor, pixel_logits
-    from openlsm.models.semantics.small_extractor import remap_labels
+    from openlsm.models.semantics import drop_classes, load_small_extractor, pixel_logits, remap_labels
 
     names, lut = drop_classes(list(ROOM_CLASSES))
     assert names == list(CLASSES)
     train = F.normalize(sets["train"].float(), dim=-1)  # [K, D]
     model = load_small_extractor(extractor) if extractor else None
     k = len(names)
+    # [K] per set: the query each class's training-name vector is nearest to (what an oracle pixel of it predicts)
+    nearest = {s: (train @ F.normalize(texts.float(), dim=-1).T).argmax(-1) for s, texts in sets.items()}
     oracles = ["gt_class"] + (["predicted_class"] if model else [])
     confs = {(o, s): torch.zeros(k, k, dtype=torch.int64) for o in oracles for s in sets}
     test = SynthRooms("test", 256, views=4, length=rooms)
@@ -48,10 +49,8 @@ def room_bounds(sets: dict[str, torch.Tensor], rooms: int, extractor: str | None
             with torch.no_grad():
                 classes["predicted_class"] = pixel_logits(model, images, train, 1.0).argmax(1)
         for o, cls in classes.items():
-            for s, texts in sets.items():
-                nearest = (train @ F.normalize(texts.float(), dim=-1).T).argmax(-1)  # [K]: each class's pick
-                pred = nearest[cls]  # [B, H, W]
-                confs[(o, s)] += confusion_matrix(pred, labels, k)
+            for s in sets:
+                confs[(o, s)] += confusion_matrix(nearest[s][cls], labels, k)
     out: dict[str, dict] = {}
     for (o, s), conf in confs.items():
         miou, acc = miou_and_accuracy(conf)

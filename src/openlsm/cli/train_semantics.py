@@ -108,9 +108,6 @@ class TrainSemantics:
             raise OpenLSMError(f"--resolution must be a multiple of 16, got {self.resolution}")
         if self.data_workers < 0:
             raise OpenLSMError(f"--data-workers must be >= 0, got {self.data_workers}")
-        if self.batch_reuse < 1 or not 0 < self.crop_scale <= 1:
-            raise OpenLSMError(f"--batch-reuse must be >= 1 and --crop-scale in (0, 1], got {self.batch_reuse}, "
-                               f"{self.crop_scale}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise OpenLSMError(f"--max-minutes must be > 0, got {self.max_minutes}")
         from ..models.semantics.evaluate import evaluate_extractor, query_sets

@@ -45,8 +45,8 @@ CHECKPOINT = "checkpoint.pt"
 # Config fields that change the data, the maths of a step or the learning-rate schedule: resuming with other
 # values is refused (a resume that forgot --warmup-steps would otherwise silently warm up again).
 RESUME_FIXED = ("model", "data", "resolution", "views", "train_size", "resample_cameras", "batch_size",
-                "batch_reuse", "accum_steps", "seed", "loss", "freeze", "precision", "steps", "lr", "min_lr", "warmup_steps",
-                "cosine", "weight_decay", "betas")
+                "batch_reuse", "accum_steps", "seed", "loss", "freeze", "precision", "steps", "lr", "min_lr",
+                "warmup_steps", "cosine", "weight_decay", "betas")
 
 
 @dataclass

@@ -77,6 +77,7 @@ def main():
                    "(RGB+ED on 68 channels, channel_chunk 128: the previous implementation) instead of openlsm's path")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one forward")
     p.add_argument("--feature-pass", type=int, default=None, help="gsplat feature channels per rasterisation pass")
+    p.add_argument("--tile", type=int, default=None, help="gsplat tile size (pixels per side; openlsm uses 16)")
     p.add_argument("--cameras", type=int, default=1, help="views per render call (throughput = cameras x FPS)")
     p.add_argument("--scene", default=None, help="a reconstruction folder (gaussians.ply + cameras.json) to render "
                    "from its first camera instead of the synthetic wall")
@@ -91,6 +92,10 @@ def main():
         import sys
 
         sys.modules["openlsm.render.render"].GSPLAT_FEATURE_PASS = a.feature_pass
+    if a.tile:
+        import sys
+
+        sys.modules["openlsm.render.render"].GSPLAT_TILE = a.tile
     if a.gsplat_rasterization:
         import sys
 
@@ -120,7 +125,7 @@ def main():
         res = {"bench": "render", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
                f"cpu x{torch.get_num_threads()}", "backend": a.backend, "gaussians": len(g), "size": size,
                "features": a.features, "gsplat_rasterization": a.gsplat_rasterization, "scene": a.scene, "clock": clock.__name__,
-               "cameras": a.cameras,
+               "cameras": a.cameras, "tile": a.tile, "feature_pass": a.feature_pass,
                "forward_s": round(t_fwd, 5), "fps": round(a.cameras / t_fwd, 1)}
         if a.backward:
             params = [t.requires_grad_() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features)]

@@ -30,7 +30,31 @@ from openlsm.train.step import LossModule
 from openlsm.train.trainer import amp_dtype_of, freeze_unused
 
 
+def label_stages(model) -> None:
+    """Name the model's stages and the renderer in profiler tables (record_function around each forward)."""
+    import openlsm.train.step as step
+
+    def labelled(name, fn):
+        def run(*args, **kwargs):
+            with torch.profiler.record_function(f"stage:{name}"):
+                return fn(*args, **kwargs)
+        return run
+
+    for name in ("dust3r", "lseg_feature_extractor", "point_transformer", "gaussian_head"):
+        module = getattr(model, name)
+        module.forward = labelled(name, module.forward)
+    step.render = labelled("render", step.render)
+
+
 def bench_preset(preset: str, a, dev: torch.device) -> dict:
+    if a.knn_growth:
+        import functools
+
+        import openlsm.models.lsm.gaussian_head as head
+        from openlsm.models.lsm.knn import knn_mean_sq_dist
+
+        head.knn_mean_sq_dist = functools.partial(knn_mean_sq_dist, chunk_growth=a.knn_growth,
+                                                  max_elements=1 << 22 if a.knn_growth < 2 else 1 << 26)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = LSM(LSMConfig.preset(preset))
@@ -56,7 +80,7 @@ def bench_preset(preset: str, a, dev: torch.device) -> dict:
     set_train_mode(model)
     res = {"bench": "train", "preset": preset, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
            f"cpu x{torch.get_num_threads()}", "precision": a.precision if amp is not None else "fp32",
-           "loss_weights": a.loss, "size": a.size, "batch": a.batch, "views": a.views, "freeze": list(a.freeze),
+           "loss_weights": a.loss, "size": a.size, "batch": a.batch, "views": a.views, "freeze": list(a.freeze), "knn_growth": a.knn_growth,
            "params": sum(p.numel() for p in model.parameters()), "trainable": sum(p.numel() for p in trainable)}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -81,13 +105,17 @@ def bench_preset(preset: str, a, dev: torch.device) -> dict:
         from torch.profiler import ProfilerActivity, profile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        label_stages(model)
         with profile(activities=acts) as prof:
             loss, _ = loss_module(batch, torch.Generator().manual_seed(0))
             scaler.scale(loss).backward()
             opt.zero_grad(set_to_none=True)
             sync()
         key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
+        table = prof.key_averages()
+        print(table.table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
+        # host view: stages (labelled below) and the calls that wait for the GPU, by time including children
+        print(table.table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=60), flush=True)
     step_s = sorted(times)[len(times) // 2]
     res.update(step_ms=round(1000 * step_s, 1), pairs_per_s=round(a.batch / step_s, 2),
                data_ms=round(1000 * data_s, 1), data_first_ms=round(1000 * data_first, 1),
@@ -110,6 +138,8 @@ def main():
                    help="geometry: model.dust3r and the 3D regression only (what --loss geometry trains)")
     p.add_argument("--freeze", nargs="*", default=[], help="e.g. geometry_encoder (the official setting)")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--knn-growth", type=float, default=None, help="kNN chunk growth and max_elements as on the CPU "
+                   "(1.25, 2^22) or the GPU default (2, 2^26): pass 1.25 to time the CPU chunking on a GPU")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one more step")
     p.add_argument("--warmup", type=int, default=3)
     a = p.parse_args()

@@ -38,6 +38,14 @@ def main():
                 "alpha_max_abs": (out.alpha - ref.alpha).abs().max().item(),
                 "depth_max_rel": rel.max().item(), "depth_p99_rel": rel.quantile(0.99).item(),
                 "features_max_abs": d_feat.max().item()}
+        # float64 PyTorch render: which of the two float32 renders departs from exact arithmetic, and where
+        torch_backend.MAX_ALPHA = 0.999
+        exact = render(g.to(torch.float64), cams, backend="torch")
+        out = render(g, cams, backend="torch")
+        for name, r in (("gsplat_vs_float64", ref), ("torch_vs_float64", out)):
+            d = (r.rgb.double() - exact.rgb).abs()
+            results[name] = {"rgb_max_abs": d.max().item(), "rgb_values_over_1e-3": int((d > 1e-3).sum()),
+                             "features_max_abs": (r.features.double() - exact.features).abs().max().item()}
     best = min((k for k in results if k.startswith("max_alpha")), key=lambda k: results[k]["rgb_max_abs"])
     r = results[best]
     results["matching_clamp"] = best

@@ -133,6 +133,17 @@ def test_other_k_and_small_chunks(k):
     assert torch.equal(_grid(pts, k=k, max_elements=64), got)  # many small chunks
 
 
+@pytest.mark.parametrize("growth", [2.0, 4.0])
+def test_gpu_chunking_is_the_same_search(growth):
+    """The GPU defaults (wider chunks: more padding, fewer launches) pad with the sentinel only: same result."""
+    for pts in (_clustered(10, 2000), _plane_point_map(11)):
+        got = _grid(pts, chunk_growth=growth, max_elements=1 << 26)
+        _same(got, pts)
+        assert torch.equal(got, _grid(pts))
+    pts = _clustered(12, 1200)
+    assert torch.equal(_grid(pts, chunk_growth=growth, max_elements=64), _grid(pts))  # wide and tiny chunks
+
+
 def test_non_finite_points_get_nan():
     pts = _clustered(9, 1000)
     bad = torch.tensor([3, 500, 999])

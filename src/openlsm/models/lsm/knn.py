@@ -145,11 +145,13 @@ class _Grid:
         idx = torch.where(cols < ends[:, -1:], cols + jumps[:, :width].cumsum(1), self.order.shape[0])
         return idx, firsts
 
-    def search(self, queries: Tensor | None, radius: int, k: int, max_elements: int) -> tuple[Tensor, Tensor]:
+    def search(self, queries: Tensor | None, radius: int, k: int, max_elements: int,
+               growth: float = 1.25) -> tuple[Tensor, Tensor]:
         """queries [Q] sorted positions (None: all) -> (the queries reordered [Q], [Q, k] ascending d2 to their
         nearest other points in the block, inf where fewer than k). Queries are processed grouped by cell, cells
-        by ascending candidate count: chunks carry little padding, and the candidates' coordinates are gathered
-        once per cell, then copied row-wise to the cell's queries."""
+        by ascending candidate count: chunks carry little padding (a chunk's widest query has at most `growth`
+        times the candidates of its first), and the candidates' coordinates are gathered once per cell, then
+        copied row-wise to the cell's queries."""
         if queries is None:
             cells, cell_index = torch.arange(len(self.cell_keys), device=self.order.device), self.cell_of
             queries = torch.arange(len(self.cell_of), device=self.order.device)
@@ -164,9 +166,9 @@ class _Grid:
         out = torch.empty(len(queries), k, dtype=self.columns[0].dtype, device=queries.device)
         i, total = 0, len(queries)
         while i < total:
-            # A chunk: queries whose candidate count is within ~25 % of the first one's (little padding),
+            # A chunk: queries whose candidate count is within `growth` x the first one's (little padding),
             # at most max_elements candidates in all.
-            limit = max(int(query_sizes[i]) * 5 // 4 + 4, k)
+            limit = max(int(int(query_sizes[i]) * growth) + 4, k)
             end = int(torch.searchsorted(query_sizes, limit, right=True))
             c = max(1, min(end - i, max_elements // limit))
             width = max(int(query_sizes[i + c - 1]), k)  # the chunk's last is its widest
@@ -227,7 +229,7 @@ def _cell_size(pts: Tensor, lo: Tensor, extent: float) -> float:
     return h
 
 
-def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int) -> Tensor:
+def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int, growth: float) -> Tensor:
     n = points.shape[0]
     k = min(k, n - 1)
     if k <= 0:
@@ -236,7 +238,7 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int)
     finite = torch.isfinite(pts).all(1)
     if not finite.all():  # NaN for non-finite points; the others among themselves
         out = pts.new_full((n,), float("nan"))
-        out[finite] = _grid_one(pts[finite], k, max_elements, fallback_elements)
+        out[finite] = _grid_one(pts[finite], k, max_elements, fallback_elements, growth)
         return out.to(points.dtype)
     lo = pts.double().amin(0)
     extent = float((pts.double().amax(0) - lo).max())
@@ -249,7 +251,7 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int)
         grid = _Grid(pts, lo, h)
         for radius in (1, 2):  # a point just outside its 27 cells is usually inside the 125
             queries = None if pending.numel() == n else grid.position[pending]  # sorted positions
-            queries, d2 = grid.search(queries, radius, k, max_elements)  # [Q], [Q, k]
+            queries, d2 = grid.search(queries, radius, k, max_elements, growth)  # [Q], [Q, k]
             ids = grid.order[queries]
             # Settled when the k-th candidate is nearer than any point outside the block. Cells wider than
             # the cloud hold every point in any block: exhaustive, hence exact.
@@ -266,15 +268,20 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int)
 
 
 @torch.no_grad()
-def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int = 1 << 22,
-                     fallback_elements: int = 1 << 20) -> Tensor:
+def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None,
+                     fallback_elements: int = 1 << 20, chunk_growth: float | None = None) -> Tensor:
     """Mean squared distance to the k nearest other points within each sample (exact; duplicates count).
 
     points [N, 3] or [B, N, 3] -> [N] or [B, N], computed in fp32 (fp64 for fp64 input), no gradient (as
     distCUDA2). Non-finite points get NaN and are nobody's neighbour. `max_elements` bounds one chunk of
     candidate distances; queries the grid cannot settle go to the all-pairs path once (their number x N)
-    <= `fallback_elements`."""
+    <= `fallback_elements`. `chunk_growth` trades padding for fewer chunks. The defaults depend on the device:
+    on a GPU each chunk costs host-side launches and syncs, not arithmetic, so chunks are larger and wider there.
+    """
     _check(points, k)
+    gpu = points.device.type != "cpu"
+    max_elements = max_elements or (1 << 26 if gpu else 1 << 22)
+    growth = chunk_growth or (2.0 if gpu else 1.25)
     if points.ndim == 2:
-        return _grid_one(points, k, max_elements, fallback_elements)
-    return torch.stack([_grid_one(p, k, max_elements, fallback_elements) for p in points])
+        return _grid_one(points, k, max_elements, fallback_elements, growth)
+    return torch.stack([_grid_one(p, k, max_elements, fallback_elements, growth) for p in points])

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Session-8 device calls; results come back through $OUT.
+#   PART=render: gsplat (default fast-math build) vs the PyTorch backend (bench/gpu_check_render.py), gsplat timings
+#                by tile size, profiles of one gsplat frame and of the PyTorch backend on the GPU, a profile of one
+#                full-loss training step; then gsplat built with NO_FAST_MATH=1 (its own extension folder) and the
+#                agreement check again.
+#   PART=train:  the near-cut-off pairs behind each backend difference (bench/gpu_agreement_pairs.py), the training
+#                step with the kNN chunked as on the CPU and as on the GPU, then the full loss, nothing frozen, from
+#                INIT with the extractor SEM as teacher for the rest of the call (LIMIT s); exports the weights.
+set -uo pipefail
+source bench/gpu_env.sh
+if [ "${PART:-render}" = render ]; then
+  python3 bench/gpu_check_render.py 2>&1 | grep '^{' | tee "$OUT/check_fast_math.json"
+  echo "gsplat built and checked at $(elapsed) s"
+  for tile in 16 8; do
+    python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 512 --repeat 200 --tile $tile 2>&1 |
+      grep '^{' | tee -a "$OUT/render.jsonl"
+  done
+  python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 512 --repeat 30 --cameras 8 2>&1 |
+    grep '^{' | tee -a "$OUT/render.jsonl"
+  python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 --repeat 50 --profile > "$OUT/profile_gsplat.txt" 2>&1
+  python3 bench/bench_render.py --device cuda --backend torch --sizes 256 --repeat 5 --profile > "$OUT/profile_torch.txt" 2>&1
+  grep '^{' "$OUT/profile_torch.txt" | tee -a "$OUT/render.jsonl"
+  echo "render benchmarks done at $(elapsed) s"
+  python3 bench/bench_train.py --device cuda --presets small --size 256 --batch 8 --precision fp32 --loss paper \
+    --views 3 --steps 3 --warmup 2 --profile > "$OUT/profile_train.txt" 2>&1
+  grep '^{' "$OUT/profile_train.txt"
+  echo "train profile done at $(elapsed) s"
+  NO_FAST_MATH=1 TORCH_EXTENSIONS_DIR=/tmp/ext_nofastmath python3 bench/gpu_check_render.py 2>&1 | grep '^{' |
+    tee "$OUT/check_no_fast_math.json"
+else
+  python3 bench/gpu_agreement_pairs.py --device cuda 2>&1 | grep '^{' | tee "$OUT/agreement_pairs.jsonl" | head -n 12
+  for growth in 1.25 2; do
+    python3 bench/bench_train.py --device cuda --presets small --size 256 --batch 8 --precision fp32 --loss paper \
+      --views 3 --steps 5 --warmup 2 --knn-growth $growth 2>&1 | grep '^{' | tee -a "$OUT/train_step.jsonl"
+  done
+  left=$(( ${LIMIT:-570} - $(elapsed) - 40 ))
+  openlsm train --config small --resolution 256 --batch-size 8 --out outputs/runs/full \
+    --max-minutes "$(python3 -c "print(round($left / 60, 2))")" --val-every 0 --ckpt-every 0 --log-every 25 \
+    --export-weights --overwrite --precision fp32 --data-workers 14 --loss paper --views 3 --lr "${LR:-5e-5}" \
+    --warmup-steps 20 --steps "$(python3 -c "print(int(${FULL_RATE:-7.0} * $left / 8))")" \
+    --init "${INIT:-src/openlsm/weights/lsm_small}" --semantic-weights "${SEM:-outputs/sem11.safetensors}" \
+    2>&1 | grep -v Warning | tail -n 4
+  cp outputs/runs/full/metrics.jsonl "$OUT/full_metrics.jsonl"; cp -r outputs/runs/full/weights "$OUT/weights"
+fi
+echo "done at $(elapsed) s"; ls -la "$OUT"

@@ -32,7 +32,7 @@ from openlsm.train.trainer import amp_dtype_of, freeze_unused
 
 def label_stages(model) -> None:
     """Name the model's stages and the renderer in profiler tables (record_function around each forward)."""
-    import openlsm.train.step as step
+    from openlsm.train import step
 
     def labelled(name, fn):
         def run(*args, **kwargs):

@@ -77,7 +77,7 @@ def main():
                    "(RGB+ED on 68 channels, channel_chunk 128: the previous implementation) instead of openlsm's path")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one forward")
     p.add_argument("--feature-pass", type=int, default=None, help="gsplat feature channels per rasterisation pass")
-    p.add_argument("--tile", type=int, default=None, help="gsplat tile size (pixels per side; openlsm uses 16)")
+    p.add_argument("--tile", type=int, default=None, help="gsplat tile size (pixels per side; openlsm uses 8 without gradients, 16 with)")
     p.add_argument("--cameras", type=int, default=1, help="views per render call (throughput = cameras x FPS)")
     p.add_argument("--scene", default=None, help="a reconstruction folder (gaussians.ply + cameras.json) to render "
                    "from its first camera instead of the synthetic wall")
@@ -96,6 +96,7 @@ def main():
         import sys
 
         sys.modules["openlsm.render.render"].GSPLAT_TILE = a.tile
+        sys.modules["openlsm.render.render"].GSPLAT_TILE_INFERENCE = a.tile
     if a.gsplat_rasterization:
         import sys
 

@@ -7,6 +7,7 @@
 #   PART=train:  the near-cut-off pairs behind each backend difference (bench/gpu_agreement_pairs.py), the training
 #                step with the kNN chunked as on the CPU and as on the GPU, then the full loss, nothing frozen, from
 #                INIT with the extractor SEM as teacher for the rest of the call (LIMIT s); exports the weights.
+#   PART=verify: the agreement check and gsplat timings with the committed tile sizes (8 without gradients).
 set -uo pipefail
 source bench/gpu_env.sh
 if [ "${PART:-render}" = render ]; then
@@ -28,6 +29,11 @@ if [ "${PART:-render}" = render ]; then
   echo "train profile done at $(elapsed) s"
   NO_FAST_MATH=1 TORCH_EXTENSIONS_DIR=/tmp/ext_nofastmath python3 bench/gpu_check_render.py 2>&1 | grep '^{' |
     tee "$OUT/check_no_fast_math.json"
+elif [ "$PART" = verify ]; then
+  python3 bench/gpu_check_render.py 2>&1 | grep '^{' | tee "$OUT/check.json"
+  python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 512 --repeat 200 2>&1 | grep '^{' | tee -a "$OUT/render.jsonl"
+  python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 512 --repeat 30 --cameras 8 2>&1 | grep '^{' | tee -a "$OUT/render.jsonl"
+  python3 bench/bench_render.py --device cuda --backend gsplat --sizes 256 --repeat 50 --backward 2>&1 | grep '^{' | tee -a "$OUT/render.jsonl"
 else
   python3 bench/gpu_agreement_pairs.py --device cuda 2>&1 | grep '^{' | tee "$OUT/agreement_pairs.jsonl" | head -n 12
   for growth in 1.25 2; do

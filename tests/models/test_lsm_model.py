@@ -91,6 +91,43 @@ def test_batch_independence(tiny_model):
     torch.testing.assert_close(both.means[1:], one.means, rtol=1e-5, atol=1e-6)
 
 
+def test_semantic_lift_is_the_least_squares_inverse_of_the_expansion():
+    cfg = LSMConfig.tiny()
+    cfg.head = replace(cfg.head, feature_dim=8)  # expansion 8 -> 16: a tall matrix, so the inverse is a real fit
+    torch.manual_seed(3)
+    model = LSM(cfg).eval()
+    B, H, W = 2, 32, 32
+    img1, img2 = _images(B, H, W, 4)
+    with torch.no_grad():
+        head = model(img1, img2)
+        model.config.semantic_lift = True
+        lifted = model(img1, img2)
+    for name in ("means", "quats", "log_scales", "opacity_logits", "sh"):  # only the features change
+        assert torch.equal(getattr(lifted.gaussians, name), getattr(head.gaussians, name))
+    conv = model.feature_expansion[1]
+    Wm, bias = conv.weight[:, :, 0, 0].double(), conv.bias.double()  # [16, 8], [16]
+    sem = lifted.semantic_features.flatten(0, 1).double()  # [2B, 16, H/2, W/2], sample-major
+    up = torch.nn.functional.interpolate(sem, scale_factor=2, mode="bilinear")  # [2B, 16, H, W]
+    targets = (up.permute(0, 2, 3, 1).reshape(B, 2 * H * W, 16) - bias)  # [B, 2HW, 16]
+    ref = torch.linalg.lstsq(Wm.expand(B, -1, -1), targets.transpose(1, 2)).solution.transpose(1, 2)  # [B, 2HW, 8]
+    got = lifted.gaussians.features
+    assert got.shape == (B, 2 * H * W, 8)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-5)
+    residual = got.double() @ Wm.T - targets
+    assert (residual @ Wm).abs().max() < 1e-4 * targets.abs().max()  # normal equations: residual ⟂ columns
+    assert not torch.allclose(got, head.gaussians.features)
+    model.train()  # training keeps the head's features (they carry the gradient of the feature loss)
+    with torch.no_grad():  # (drop path draws from the global generator)
+        torch.manual_seed(5)
+        train_lift = model(img1, img2, torch.Generator().manual_seed(0)).gaussians.features
+        model.config.semantic_lift = False
+        torch.manual_seed(5)
+        train_head = model(img1, img2, torch.Generator().manual_seed(0)).gaussians.features
+    torch.testing.assert_close(train_lift, train_head)
+    assert LSMConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "semantic_lift"}).semantic_lift is False
+    assert LSMConfig.from_dict(replace(cfg, semantic_lift=True).to_dict()).semantic_lift is True
+
+
 def test_gradients_reach_trainable_parts_only():
     torch.manual_seed(1)
     model = LSM(LSMConfig.tiny()).train()

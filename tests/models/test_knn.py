@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from openlsm.errors import OpenLSMError
-from openlsm.models.lsm.knn import knn_mean_sq_dist, knn_mean_sq_dist_bruteforce
+from openlsm.models.lsm.knn import _plan_chunks, knn_mean_sq_dist, knn_mean_sq_dist_bruteforce
 
 
 def _ref64(points: torch.Tensor, k: int = 3) -> torch.Tensor:
@@ -142,6 +142,25 @@ def test_gpu_chunking_is_the_same_search(growth):
         assert torch.equal(got, _grid(pts))
     pts = _clustered(12, 1200)
     assert torch.equal(_grid(pts, chunk_growth=growth, max_elements=64), _grid(pts))  # wide and tiny chunks
+
+
+@pytest.mark.parametrize("growth, max_elements", [(1.25, 1 << 22), (2.0, 1 << 26), (1.25, 50), (4.0, 300)])
+def test_chunk_plan_covers_each_query_once(growth, max_elements):
+    """The host-side plan: contiguous chunks covering every query once, each as wide as its widest query, within
+    the padding and size bounds (a single query may exceed the size bound), cell ranks of its first and last."""
+    g = _gen(13)
+    sizes = torch.sort(torch.randint(0, 400, (3000,), generator=g)).values.numpy()
+    ranks = torch.sort(torch.randint(0, 700, (3000,), generator=g)).values.numpy()
+    k, start = 3, 0
+    for i, c, width, first, last in _plan_chunks(sizes, ranks, k, max_elements, growth):
+        assert i == start and c >= 1
+        members = sizes[i:i + c]
+        assert width == max(int(members.max()), k)
+        assert width <= max(int(members[0] * growth) + 4, k)
+        assert c == 1 or c * max(int(members[0] * growth) + 4, k) <= max_elements
+        assert (first, last) == (ranks[i], ranks[i + c - 1])
+        start += c
+    assert start == len(sizes)
 
 
 def test_non_finite_points_get_nan():

@@ -19,6 +19,7 @@ cores (the all-pairs path: ~60 s).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -164,16 +165,12 @@ class _Grid:
         ranks, grouped = torch.sort(rank[cell_index])  # queries grouped by cell, cells by size
         queries, query_sizes = queries[grouped], sizes[ranks]  # [Q], ascending
         out = torch.empty(len(queries), k, dtype=self.columns[0].dtype, device=queries.device)
-        i, total = 0, len(queries)
-        while i < total:
-            # A chunk: queries whose candidate count is within `growth` x the first one's (little padding),
-            # at most max_elements candidates in all.
-            limit = max(int(int(query_sizes[i]) * growth) + 4, k)
-            end = int(torch.searchsorted(query_sizes, limit, right=True))
-            c = max(1, min(end - i, max_elements // limit))
-            width = max(int(query_sizes[i + c - 1]), k)  # the chunk's last is its widest
-            rows, first = queries[i:i + c], int(ranks[i])
-            chunk_cells = by_size[first:int(ranks[i + c - 1]) + 1]
+        # The chunks are planned on the host from one copy of the sizes: on a GPU, reading them chunk by chunk
+        # would cost several host syncs per chunk.
+        for i, c, width, first, last in _plan_chunks(query_sizes.cpu().numpy(), ranks.cpu().numpy(), k,
+                                                     max_elements, growth):
+            rows = queries[i:i + c]
+            chunk_cells = by_size[first:last + 1]
             block, run_firsts = self.candidates(starts[chunk_cells], lengths[chunk_cells], width)  # [Uc, W]
             local = ranks[i:i + c] - first  # [C] query -> row of its cell in the chunk
             d2 = None
@@ -185,8 +182,22 @@ class _Grid:
             own = run_firsts[local, centre] + rows - starts[chunk_cells[local], centre]
             d2.scatter_(1, own[:, None], float("inf"))
             out[i:i + c] = _smallest(d2, k)
-            i += c
         return queries, out
+
+
+def _plan_chunks(query_sizes: np.ndarray, ranks: np.ndarray, k: int, max_elements: int,
+                 growth: float) -> list[tuple[int, int, int, int, int]]:
+    """Queries sorted by candidate count [Q] and their cells' ranks [Q] -> chunks (first query, queries, width,
+    first and last cell rank). A chunk holds queries whose candidate count is within `growth` x its first one's
+    (little padding), at most `max_elements` candidates in all; its last query is its widest."""
+    chunks, i, total = [], 0, len(query_sizes)
+    while i < total:
+        limit = max(int(int(query_sizes[i]) * growth) + 4, k)
+        end = int(np.searchsorted(query_sizes, limit, side="right"))
+        c = max(1, min(end - i, max_elements // limit))
+        chunks.append((i, c, max(int(query_sizes[i + c - 1]), k), int(ranks[i]), int(ranks[i + c - 1])))
+        i += c
+    return chunks
 
 
 def _take(values: Tensor, index: Tensor) -> Tensor:

@@ -230,9 +230,11 @@ class LSM(nn.Module):
         whose `feature_expansion` is the least-squares fit of the (upsampled) extractor features."""
         conv = self.feature_expansion[1]  # the 1x1 conv; the bilinear resize before it acts on space only
         weight, bias = conv.weight[:, :, 0, 0].double(), conv.bias.double()  # [D, d], [D]
-        up = views_to_points(nn.functional.interpolate(sem, scale_factor=2, mode="bilinear"), batch)  # [B, 2HW, D]
-        inverse = torch.linalg.pinv(weight).T.to(up.dtype)  # [D, d]
-        return (up - bias.to(up.dtype)) @ inverse
+        inverse = torch.linalg.pinv(weight)  # [d, D]
+        # (x - bias) @ inverse.T is affine with the bias folded in; bilinear weights sum to one, so it commutes
+        # with the x2 resize and runs on the D-channel maps at half resolution (~20x less work than after it).
+        low = nn.functional.conv2d(sem, inverse[:, :, None, None].to(sem.dtype), (-inverse @ bias).to(sem.dtype))
+        return views_to_points(nn.functional.interpolate(low, scale_factor=2, mode="bilinear"), batch)
 
     def reconstruct(self, images, **kwargs):
         """Images (paths, arrays or tensors) -> `openlsm.scene.Scene`; see `openlsm.reconstruct.reconstruct`."""

@@ -51,9 +51,10 @@ def _render_gsplat_rasterization(g, colors, feats, viewmats, Ks, width, height, 
     return out[..., :3], out[..., -1], alphas[..., 0], out[..., 3:-1] if feats is not None else None
 
 
-def timed(fn, device, repeat, clock=time.perf_counter):
+def timed(fn, device, repeat, clock=time.perf_counter, warmup=1):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
+    for _ in range(warmup):
+        fn()
     sync()
     times = []
     for _ in range(repeat):
@@ -72,6 +73,7 @@ def main():
     p.add_argument("--sizes", type=int, nargs="+", default=[256])
     p.add_argument("--features", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before the timed ones")
     p.add_argument("--backward", action="store_true")
     p.add_argument("--gsplat-rasterization", action="store_true", help="time gsplat.rasterization() in one call "
                    "(RGB+ED on 68 channels, channel_chunk 128: the previous implementation) instead of openlsm's path")
@@ -81,6 +83,8 @@ def main():
     p.add_argument("--cameras", type=int, default=1, help="views per render call (throughput = cameras x FPS)")
     p.add_argument("--scene", default=None, help="a reconstruction folder (gaussians.ply + cameras.json) to render "
                    "from its first camera instead of the synthetic wall")
+    p.add_argument("--sh-degree", type=int, default=0, help="SH degree of the synthetic wall (higher bands random, "
+                   "0.1 std): view-dependent colour as in a reconstruction")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--cpu-time", action="store_true", help="report process CPU time instead of wall time "
                    "(robust when other jobs share the CPU)")
@@ -92,6 +96,7 @@ def main():
         import sys
 
         sys.modules["openlsm.render.render"].GSPLAT_FEATURE_PASS = a.feature_pass
+        sys.modules["openlsm.render.render"].GSPLAT_FEATURE_PASS_INFERENCE = a.feature_pass
     if a.tile:
         import sys
 
@@ -101,6 +106,7 @@ def main():
         import sys
 
         sys.modules["openlsm.render.render"]._render_gsplat = _render_gsplat_rasterization
+        sys.modules["openlsm.render.render"]._needs_grad = lambda *_: True  # also without gradients
     device = torch.device(a.device)
     if a.scene:
         from openlsm.scene import Scene
@@ -109,6 +115,9 @@ def main():
         g, cam = scene.gaussians, scene.cameras[0:1]
     else:
         g, cam = pixel_aligned_scene(256, a.features)
+        if a.sh_degree:
+            rest = 0.1 * torch.randn(len(g), (a.sh_degree + 1) ** 2 - 1, 3, generator=torch.Generator().manual_seed(1))
+            g.sh = torch.cat([g.sh, rest], 1)
     if a.cameras > 1:  # the view slid sideways by up to ±10 cm: a batch of nearby frames
         c2w = cam.c2w.reshape(1, 4, 4).repeat(a.cameras, 1, 1)
         c2w[:, 0, 3] += torch.linspace(-0.1, 0.1, a.cameras)
@@ -122,11 +131,11 @@ def main():
             with torch.no_grad():
                 return render(g, cam, size, size, backend=a.backend)
 
-        t_fwd = timed(fwd, device, a.repeat, clock)
+        t_fwd = timed(fwd, device, a.repeat, clock, a.warmup)
         res = {"bench": "render", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
                f"cpu x{torch.get_num_threads()}", "backend": a.backend, "gaussians": len(g), "size": size,
                "features": a.features, "gsplat_rasterization": a.gsplat_rasterization, "scene": a.scene, "clock": clock.__name__,
-               "cameras": a.cameras, "tile": a.tile, "feature_pass": a.feature_pass,
+               "cameras": a.cameras, "sh_degree": a.sh_degree, "warmup": a.warmup, "repeat": a.repeat, "tile": a.tile, "feature_pass": a.feature_pass,
                "forward_s": round(t_fwd, 5), "fps": round(a.cameras / t_fwd, 1)}
         if a.backward:
             params = [t.requires_grad_() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features)]
@@ -135,7 +144,7 @@ def main():
                 out = render(g, cam, size, size, backend=a.backend)
                 (out.rgb.mean() + out.features.mean() + out.depth.mean()).backward()
 
-            res["forward_backward_s"] = round(timed(fwd_bwd, device, a.repeat, clock), 5)
+            res["forward_backward_s"] = round(timed(fwd_bwd, device, a.repeat, clock, a.warmup), 5)
             for t in params:
                 t.requires_grad_(False)
         if a.profile:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..cameras import Cameras
-from ..gaussians import Gaussians
+from ..gaussians import SH_C0, Gaussians
 from .sh import eval_sh
 from .torch_backend import project_gaussians, rasterize
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 Backend = Literal["auto", "torch", "gsplat"]
 GSPLAT_TILE = 16  # pixels per tile side when gradients are needed (gsplat's default)
 GSPLAT_TILE_INFERENCE = 8  # without gradients: 11-13 % faster forward on an H200 (docs/benchmarks.md)
-GSPLAT_FEATURE_PASS = 64  # feature channels per rasterisation pass (bench/bench_render.py --feature-pass)
+GSPLAT_FEATURE_PASS = 64  # feature channels per rasterisation pass with gradients (bench_render.py --feature-pass)
+GSPLAT_FEATURE_PASS_INFERENCE = 32  # without gradients: 5 % faster than 64 at 256² (bench/gpu_render_latency.py)
 
 
 @dataclass
@@ -99,11 +100,15 @@ def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, hei
     single = cameras.c2w.dim() == 2
     cams = cameras.flatten()
     c2w, Ks, viewmats = cams.c2w.to(gaussians.means), cams.Ks.to(gaussians.means), cams.viewmats.to(gaussians.means)
-    colors = view_colors(gaussians, c2w, sh_degree)  # [C, N, 3]
     feats = gaussians.features if with_features else None
     which = pick_backend(backend, gaussians.means.device)
-    fn = _render_gsplat if which == "gsplat" else _render_torch
-    rgb, depth, alpha, out_feats = fn(gaussians, colors, feats, viewmats, Ks, width, height, near, far, eps2d)
+    if which == "gsplat" and not _needs_grad(gaussians, c2w, Ks):
+        rgb, depth, alpha, out_feats = _render_gsplat_inference(gaussians, feats, c2w, viewmats, Ks, sh_degree, width,
+                                                                height, near, far, eps2d)
+    else:
+        colors = view_colors(gaussians, c2w, sh_degree)  # [C, N, 3]
+        fn = _render_gsplat if which == "gsplat" else _render_torch
+        rgb, depth, alpha, out_feats = fn(gaussians, colors, feats, viewmats, Ks, width, height, near, far, eps2d)
     if background is not None:
         rgb = rgb + (1 - alpha[..., None]) * background.to(rgb)
     out = RenderOutput(rgb, depth, alpha, out_feats)
@@ -128,9 +133,43 @@ def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2
             torch.stack(fts) if feats is not None else None)
 
 
+def _needs_grad(g: Gaussians, c2w: Tensor, Ks: Tensor) -> bool:
+    tensors = (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.features, c2w, Ks)
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _render_gsplat_inference(g, feats, c2w, viewmats, Ks, sh_degree, width, height, near, far, eps2d):
+    """Without gradients: gsplat's forward kernels with little host work (see gsplat_kernels), its fused SH kernel for
+    the colours, 8-px tiles, one rasterisation pass for RGB + depth and one per 32 feature channels."""
+    from . import gsplat_kernels as gk
+
+    C, N = viewmats.shape[0], g.means.shape[0]
+    opacities = g.opacities
+    radii, means2d, depths, conics = gk.project(g.means, g.quats, g.scales, opacities, viewmats, Ks, width, height,
+                                                eps2d, near, far)
+    tile = GSPLAT_TILE_INFERENCE
+    flatten_ids, offsets = gk.intersect(means2d, radii, depths, tile, C, width, height)
+    sh = g.sh if sh_degree is None else g.with_sh_degree(sh_degree).sh
+    if sh.shape[-2] == 1:  # degree 0 needs no view direction
+        colors = (sh[None, :, 0] * SH_C0).expand(C, N, 3)
+    else:
+        degree = round(math.sqrt(sh.shape[-2])) - 1
+        colors = gk.sh_colors(degree, g.means[None] - c2w[:, None, :3, 3], sh[None].expand(C, -1, -1, -1))
+    passes = [torch.cat([colors.add(0.5).clamp_min_(0), depths[..., None]], -1)]  # [C, N, 4]
+    if feats is not None:
+        passes += feats[None].expand(C, -1, -1).split(GSPLAT_FEATURE_PASS_INFERENCE, -1)
+    opacities = opacities[None].expand(C, N)
+    outs = [gk.rasterize(means2d, conics, v, opacities, width, height, tile, offsets, flatten_ids) for v in passes]
+    rgbd, alphas = outs[0]
+    fts = torch.cat([o[0] for o in outs[1:]], -1) if feats is not None else None
+    depth = rgbd[..., 3] / alphas[..., 0].clamp_min(1e-10)
+    return rgbd[..., :3], depth, alphas[..., 0], fts
+
+
 def _render_gsplat(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d):
-    """gsplat's projection and tile sort once, then one rasterisation pass for RGB + depth (4 channels) and one for
-    the features: channel counts gsplat runs without padding (one 68-channel pass is padded to 128)."""
+    """With gradients: gsplat's projection and tile sort once, then one rasterisation pass for RGB + depth (4
+    channels) and one for the features: channel counts gsplat runs without padding (one 68-channel pass is padded to
+    128)."""
     from gsplat import fully_fused_projection, isect_offset_encode, isect_tiles, rasterize_to_pixels
 
     C, N = viewmats.shape[0], g.means.shape[0]
@@ -138,7 +177,7 @@ def _render_gsplat(g, colors, feats, viewmats, Ks, width, height, near, far, eps
         g.means, None, g.quats, g.scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near, far_plane=far,
         packed=False, opacities=g.opacities)
     opacities = g.opacities[None].expand(C, N)
-    tile = GSPLAT_TILE if torch.is_grad_enabled() else GSPLAT_TILE_INFERENCE  # the backward was timed at 16 only
+    tile = GSPLAT_TILE
     tw, th = math.ceil(width / tile), math.ceil(height / tile)
     _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, tile, tw, th, n_images=C)
     offsets = isect_offset_encode(isect_ids, C, tw, th).reshape(C, th, tw)

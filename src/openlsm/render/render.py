@@ -28,7 +28,7 @@ Backend = Literal["auto", "torch", "gsplat"]
 GSPLAT_TILE = 16  # pixels per tile side when gradients are needed (gsplat's default)
 GSPLAT_TILE_INFERENCE = 8  # without gradients: 11-13 % faster forward on an H200 (docs/benchmarks.md)
 GSPLAT_FEATURE_PASS = 64  # feature channels per rasterisation pass with gradients (bench_render.py --feature-pass)
-GSPLAT_FEATURE_PASS_INFERENCE = 32  # without gradients: 5 % faster than 64 at 256² (bench/gpu_render_latency.py)
+GSPLAT_FEATURE_PASS_INFERENCE = 32  # without gradients: 4–5 % faster than 64 at 256² (bench/gpu_render_latency.py)
 
 
 @dataclass

@@ -148,20 +148,24 @@ def _render_gsplat_inference(g, feats, c2w, viewmats, Ks, sh_degree, width, heig
     radii, means2d, depths, conics = gk.project(g.means, g.quats, g.scales, opacities, viewmats, Ks, width, height,
                                                 eps2d, near, far)
     tile = GSPLAT_TILE_INFERENCE
-    flatten_ids, offsets = gk.intersect(means2d, radii, depths, tile, C, width, height)
+    flatten_ids, offsets = gk.intersect(means2d, radii, depths, tile, C, width, height)  # waits for the GPU
+    opacities = opacities[None].expand(C, N)
+
+    def composite(values):  # [C, N, K] -> [C, H, W, K], alpha [C, H, W, 1]
+        return gk.rasterize(means2d, conics, values, opacities, width, height, tile, offsets, flatten_ids)
+
+    # The feature passes go first: while the GPU runs them, the host computes the colours for the last pass.
+    fts = None
+    if feats is not None:
+        fts = [composite(f)[0] for f in feats[None].expand(C, -1, -1).split(GSPLAT_FEATURE_PASS_INFERENCE, -1)]
     sh = g.sh if sh_degree is None else g.with_sh_degree(sh_degree).sh
     if sh.shape[-2] == 1:  # degree 0 needs no view direction
         colors = (sh[None, :, 0] * SH_C0).expand(C, N, 3)
     else:
         degree = round(math.sqrt(sh.shape[-2])) - 1
         colors = gk.sh_colors(degree, g.means[None] - c2w[:, None, :3, 3], sh[None].expand(C, -1, -1, -1))
-    passes = [torch.cat([colors.add(0.5).clamp_min_(0), depths[..., None]], -1)]  # [C, N, 4]
-    if feats is not None:
-        passes += feats[None].expand(C, -1, -1).split(GSPLAT_FEATURE_PASS_INFERENCE, -1)
-    opacities = opacities[None].expand(C, N)
-    outs = [gk.rasterize(means2d, conics, v, opacities, width, height, tile, offsets, flatten_ids) for v in passes]
-    rgbd, alphas = outs[0]
-    fts = torch.cat([o[0] for o in outs[1:]], -1) if feats is not None else None
+    rgbd, alphas = composite(torch.cat([colors.add(0.5).clamp_min_(0), depths[..., None]], -1))
+    fts = torch.cat(fts, -1) if fts is not None else None
     depth = rgbd[..., 3] / alphas[..., 0].clamp_min(1e-10)
     return rgbd[..., :3], depth, alphas[..., 0], fts
 

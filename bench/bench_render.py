@@ -19,8 +19,10 @@ from openlsm.gaussians import Gaussians, rgb_to_sh0
 from openlsm.render import render
 
 
-def pixel_aligned_scene(res: int = 256, feature_dim: int = 64, seed: int = 0) -> tuple[Gaussians, Cameras]:
-    """Two views of a wavy wall 3 m away; one Gaussian per pixel, about one pixel wide."""
+def pixel_aligned_scene(res: int = 256, feature_dim: int = 64, seed: int = 0,
+                        sh_degree: int = 0) -> tuple[Gaussians, Cameras]:
+    """Two views of a wavy wall 3 m away; one Gaussian per pixel, about one pixel wide. SH bands above 0 are
+    random (0.1 std): view-dependent colour as in a reconstruction."""
     g = torch.Generator().manual_seed(seed)
     eyes = torch.tensor([[-0.2, 0.0, 0.0], [0.2, 0.0, 0.0]])
     c2w = look_at(eyes, torch.tensor([[0.0, 0.0, 3.0]] * 2), torch.tensor([0.0, -1.0, 0.0]))
@@ -35,6 +37,9 @@ def pixel_aligned_scene(res: int = 256, feature_dim: int = 64, seed: int = 0) ->
                    log_scales=torch.log(px * 0.7)[:, None].repeat(1, 3) + 0.2 * torch.randn(n, 3, generator=g),
                    opacity_logits=torch.full((n,), 2.0), sh=rgb_to_sh0(rgb)[:, None, :],
                    features=torch.randn(n, feature_dim, generator=g))
+    if sh_degree:
+        rest = 0.1 * torch.randn(n, (sh_degree + 1) ** 2 - 1, 3, generator=torch.Generator().manual_seed(1))
+        gs.sh = torch.cat([gs.sh, rest], 1)
     mid = look_at(torch.tensor([0.0, -0.05, 0.0]), torch.tensor([0.0, 0.0, 3.0]), torch.tensor([0.0, -1.0, 0.0]))
     return gs, Cameras.from_fov(60, res, res, mid)
 
@@ -83,8 +88,7 @@ def main():
     p.add_argument("--cameras", type=int, default=1, help="views per render call (throughput = cameras x FPS)")
     p.add_argument("--scene", default=None, help="a reconstruction folder (gaussians.ply + cameras.json) to render "
                    "from its first camera instead of the synthetic wall")
-    p.add_argument("--sh-degree", type=int, default=0, help="SH degree of the synthetic wall (higher bands random, "
-                   "0.1 std): view-dependent colour as in a reconstruction")
+    p.add_argument("--sh-degree", type=int, default=0, help="SH degree of the synthetic wall")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--cpu-time", action="store_true", help="report process CPU time instead of wall time "
                    "(robust when other jobs share the CPU)")
@@ -114,10 +118,7 @@ def main():
         scene = Scene.load(a.scene)
         g, cam = scene.gaussians, scene.cameras[0:1]
     else:
-        g, cam = pixel_aligned_scene(256, a.features)
-        if a.sh_degree:
-            rest = 0.1 * torch.randn(len(g), (a.sh_degree + 1) ** 2 - 1, 3, generator=torch.Generator().manual_seed(1))
-            g.sh = torch.cat([g.sh, rest], 1)
+        g, cam = pixel_aligned_scene(256, a.features, sh_degree=a.sh_degree)
     if a.cameras > 1:  # the view slid sideways by up to ±10 cm: a batch of nearby frames
         c2w = cam.c2w.reshape(1, 4, 4).repeat(a.cameras, 1, 1)
         c2w[:, 0, 3] += torch.linspace(-0.1, 0.1, a.cameras)

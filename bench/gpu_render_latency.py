@@ -59,10 +59,7 @@ def main():
     from openlsm.render import gsplat_kernels as gk
 
     dev = torch.device("cuda")
-    g, cam = pixel_aligned_scene(256)  # the 256² scene at every output size, as bench_render.py
-    if a.sh_degree:
-        rest = 0.1 * torch.randn(len(g), (a.sh_degree + 1) ** 2 - 1, 3, generator=torch.Generator().manual_seed(1))
-        g.sh = torch.cat([g.sh, rest], 1)
+    g, cam = pixel_aligned_scene(256, sh_degree=a.sh_degree)  # the 256² scene at every output size, as bench_render
     cam = cam.rescale(a.size, a.size)
     g, cam = g.to(dev), cam.to(dev)
     W = H = a.size

@@ -86,12 +86,13 @@ def rasterize(means2d: Tensor, conics: Tensor, values: Tensor, opacities: Tensor
     return rasterize_to_pixels(means2d, conics, values, opacities, width, height, tile, offsets, flatten_ids)
 
 
-def sh_colors(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
-    """SH colour (before the +0.5 offset) with gsplat's fused kernel: dirs [..., 3] (any norm), coeffs [..., K, 3]."""
+def eval_sh(sh: Tensor, dirs: Tensor) -> Tensor:
+    """As `openlsm.render.sh.eval_sh` with gsplat's fused kernel: sh [..., K, 3], dirs [..., 3] (any norm, same
+    leading shape) -> colour before the +0.5 offset [..., 3]."""
+    degree = math.isqrt(sh.shape[-2]) - 1
     C = compiled()
     if C is not None:
-        return C.spherical_harmonics_fwd(degree, dirs.contiguous(), coeffs.contiguous(), None)
+        return C.spherical_harmonics_fwd(degree, dirs.contiguous(), sh.contiguous(), None)
     from gsplat import spherical_harmonics
 
-    return spherical_harmonics(degree, dirs, coeffs)
-
+    return spherical_harmonics(degree, dirs, sh)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,13 +72,15 @@ def pick_backend(backend: Backend, device: torch.device) -> str:
     return "torch"
 
 
-def view_colors(g: Gaussians, c2w: Tensor, sh_degree: int | None) -> Tensor:
-    """Per-camera RGB of each Gaussian from its SH: [C, N, 3], clamped at 0 like gsplat."""
+def view_colors(g: Gaussians, c2w: Tensor, sh_degree: int | None,
+                evaluate: Callable[[Tensor, Tensor], Tensor] = eval_sh) -> Tensor:
+    """Per-camera RGB of each Gaussian from its SH: [C, N, 3], clamped at 0 like gsplat. `evaluate(sh [C, N, K, 3],
+    dirs [C, N, 3])` computes degrees >= 1 (`eval_sh`, or gsplat's kernel in `gsplat_kernels.eval_sh`)."""
     sh = g.sh if sh_degree is None else g.with_sh_degree(sh_degree).sh
-    if sh.shape[-2] == 1:  # degree 0 needs no view direction
-        return (eval_sh(sh, torch.ones_like(g.means)) + 0.5).clamp_min(0)[None].expand(c2w.shape[0], -1, -1)
+    if sh.shape[-2] == 1:  # degree 0 needs no view direction: its basis function is the constant C0
+        return (sh[:, 0] * SH_C0 + 0.5).clamp_min(0)[None].expand(c2w.shape[0], -1, -1)
     dirs = g.means[None] - c2w[:, None, :3, 3]  # [C, N, 3]
-    return (eval_sh(sh[None], dirs) + 0.5).clamp_min(0)
+    return (evaluate(sh[None].expand(len(c2w), -1, -1, -1), dirs) + 0.5).clamp_min(0)
 
 
 def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, height: int | None = None,
@@ -158,13 +161,8 @@ def _render_gsplat_inference(g, feats, c2w, viewmats, Ks, sh_degree, width, heig
     fts = None
     if feats is not None:
         fts = [composite(f)[0] for f in feats[None].expand(C, -1, -1).split(GSPLAT_FEATURE_PASS_INFERENCE, -1)]
-    sh = g.sh if sh_degree is None else g.with_sh_degree(sh_degree).sh
-    if sh.shape[-2] == 1:  # degree 0 needs no view direction
-        colors = (sh[None, :, 0] * SH_C0).expand(C, N, 3)
-    else:
-        degree = round(math.sqrt(sh.shape[-2])) - 1
-        colors = gk.sh_colors(degree, g.means[None] - c2w[:, None, :3, 3], sh[None].expand(C, -1, -1, -1))
-    rgbd, alphas = composite(torch.cat([colors.add(0.5).clamp_min_(0), depths[..., None]], -1))
+    colors = view_colors(g, c2w, sh_degree, gk.eval_sh)  # [C, N, 3]
+    rgbd, alphas = composite(torch.cat([colors, depths[..., None]], -1))
     fts = torch.cat(fts, -1) if fts is not None else None
     depth = rgbd[..., 3] / alphas[..., 0].clamp_min(1e-10)
     return rgbd[..., :3], depth, alphas[..., 0], fts

@@ -5,6 +5,9 @@
     python bench/bench_lsm.py --device cpu --presets small --threads 2
     python bench/bench_lsm.py --device cuda --presets paper --dtype bf16 --cuda-graphs
     python bench/bench_lsm.py --knn --device cpu --threads 2 [--knn-bruteforce]
+    python bench/bench_lsm.py --device cuda --checkpoint src/openlsm/weights/lsm_small --knn-capped none
+With --checkpoint the model is a trained one and the input the bundled `armchairs` pair (random weights see
+random images); `--knn-capped` picks the kNN's first pass ("none": grouped, as on the CPU; default: the device's).
 Stages are timed with hooks around the geometry network, the semantic extractor, the point transformer and the
 Gaussian head (device-synchronised); `knn` is the kNN inside the head. Prints one JSON line per preset.
 kNN clouds: "room" (two unprojected depth maps of a box room, a dense surface) and "untrained" (the point maps
@@ -20,9 +23,11 @@ from collections import defaultdict
 
 import torch
 
+from openlsm.examples import example_images
 from openlsm.models.lsm import LSM, LSMConfig
 from openlsm.models.lsm import gaussian_head as head_module
 from openlsm.models.lsm import knn as knn_module
+from openlsm.reconstruct import as_prepared, load_lsm
 
 
 def room_point_maps(size: int = 256) -> torch.Tensor:
@@ -68,6 +73,10 @@ def bench_knn(a, dev, sync):
         t, d2 = timed(lambda: knn_module.knn_mean_sq_dist(pts), a.iters, sync)  # noqa: B023
         res = {"bench": "knn", "cloud": name, "points": pts.shape[0], "device": device_name(dev),
                "grid_ms": round(1000 * t, 1)}
+        for first_pass, capped in (("grouped", None), ("capped", knn_module.CAPPED_QUANTILE)):
+            tp, d2p = timed(lambda: knn_module.knn_mean_sq_dist(pts, capped=capped), a.iters, sync)  # noqa: B023
+            res[f"{first_pass}_first_pass_ms"] = round(1000 * tp, 1)
+            res[f"{first_pass}_equal_to_default"] = bool(torch.equal(d2p, d2))
         if a.knn_bruteforce:
             tb, ref = timed(lambda: knn_module.knn_mean_sq_dist_bruteforce(pts), 1, sync)  # noqa: B023
             res["bruteforce_ms"] = round(1000 * tb, 1)
@@ -92,6 +101,8 @@ def main():
                    help="replay the geometry net and the semantic extractor as CUDA graphs (LSM.use_cuda_graphs); "
                         "also reports the largest difference to the eager forward")
     p.add_argument("--knn", action="store_true", help="time the kNN alone")
+    p.add_argument("--checkpoint", default=None, help="trained weights (then the input is the armchairs pair)")
+    p.add_argument("--knn-capped", default="auto", help='kNN first pass: "auto", "none" or a quantile')
     p.add_argument("--knn-bruteforce", action="store_true", help="with --knn: also the all-pairs path (slow)")
     a = p.parse_args()
     if a.threads:
@@ -100,13 +111,19 @@ def main():
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if a.knn:
         return bench_knn(a, dev, sync)
-    for preset in a.presets:
+    for preset in ([None] if a.checkpoint else a.presets):
         print(json.dumps(bench_model(preset, a, dev, sync)), flush=True)
 
 
 def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
     torch.manual_seed(0)
-    model = LSM(LSMConfig.preset(preset)).to(dev).eval()
+    if a.checkpoint:
+        model = load_lsm(a.checkpoint, dev)
+        x = as_prepared(example_images("armchairs"), a.size).images * 2 - 1  # [2, 3, H, W]
+        imgs = x[:, None].to(dev)
+    else:
+        model = LSM(LSMConfig.preset(preset)).to(dev).eval()
+        imgs = torch.rand(2, 1, 3, a.size, a.size, device=dev) * 2 - 1
     stages = {"geometry": model.dust3r, "semantics": model.lseg_feature_extractor,
               "point_transformer": model.point_transformer, "gaussian_head": model.gaussian_head}
     times, starts = defaultdict(list), {}
@@ -129,17 +146,17 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
         mod.register_forward_pre_hook(start(name))
         mod.register_forward_hook(stop(name))
     knn = knn_module.knn_mean_sq_dist
+    capped = {"auto": "auto", "none": None}.get(a.knn_capped) or float(a.knn_capped)
 
     def timed_knn(*args, **kwargs):  # the head calls the kNN through its module global
         sync()
         t = time.perf_counter()
-        out = knn(*args, **kwargs)
+        out = knn(*args, capped=capped, **kwargs)
         sync()
         times["knn"].append(time.perf_counter() - t)
         return out
 
     head_module.knn_mean_sq_dist = timed_knn
-    imgs = torch.rand(2, 1, 3, a.size, a.size, device=dev) * 2 - 1
     eager = None
     if a.cuda_graphs:  # the eager result first, to compare against
         with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=a.dtype == "bf16"):
@@ -165,13 +182,13 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
                 torch.autocast(dev.type, torch.bfloat16, enabled=a.dtype == "bf16"):
             model(imgs[0], imgs[1])
             sync()
-        for key in (["self_cuda_time_total"] if dev.type == "cuda" else []) + ["self_cpu_time_total"]:
+        for key in (["self_cuda_time_total"] if dev.type == "cuda" else []) + ["self_cpu_time_total", "count"]:
             print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
 
     def med(xs):
         return sorted(xs)[len(xs) // 2]
 
-    res = {"bench": "lsm", "preset": preset, "device": device_name(dev), "dtype": a.dtype, "size": a.size,
+    res = {"bench": "lsm", "preset": a.checkpoint or preset, "knn_capped": a.knn_capped, "device": device_name(dev), "dtype": a.dtype, "size": a.size,
            "params": sum(p.numel() for p in model.parameters()), "gaussians": out.gaussians.means.shape[1],
            "total_ms": round(1000 * med(totals[1:]), 1),
            "stages_ms": {k: round(1000 * med(v), 1) for k, v in times.items()}}

@@ -28,6 +28,7 @@ from openlsm.errors import OpenLSMError
 TARGET_OCCUPANCY = 6.0  # points a point shares its cell with, on average (sets the cell size; 6 settles more
 # queries in the first 27-cell pass than 4 on trained point maps)
 SAFETY = 1 - 1e-4  # accept k-th d2 < SAFETY * h^2: covers float rounding of distances and cell indices
+CAPPED_QUANTILE = 0.99  # the GPU's first pass cuts the runs of ~1 % of the queries (they go on to the next pass)
 MAX_CELLS = (1 << 20) - 4  # cells per axis, so three axes fit one int64 key
 
 
@@ -141,7 +142,7 @@ class _Grid:
         shifts = starts - firsts
         steps = torch.diff(shifts, dim=1, prepend=shifts.new_zeros(len(shifts), 1))
         jumps = torch.zeros(len(shifts), width + 1, dtype=shifts.dtype, device=shifts.device)
-        jumps.scatter_add_(1, firsts, steps)  # firsts <= sizes <= width
+        jumps.scatter_add_(1, firsts.clamp(max=width), steps)  # runs starting past the width are cut
         cols = torch.arange(width, device=shifts.device)
         idx = torch.where(cols < ends[:, -1:], cols + jumps[:, :width].cumsum(1), self.order.shape[0])
         return idx, firsts
@@ -183,6 +184,35 @@ class _Grid:
             d2.scatter_(1, own[:, None], float("inf"))
             out[i:i + c] = _smallest(d2, k)
         return queries, out
+
+    def search_capped(self, k: int, max_elements: int, quantile: float) -> Tensor:
+        """All points' 27-cell blocks cut to a common width -> [N, k] ascending d2 in sorted order, inf at the
+        k-th where a block was cut (such queries are not settled). The same distances as `search`, in a few
+        large launches: the first pass on a GPU, where `search`'s per-chunk launches and host-planned chunks
+        cost more than this padding. The width is the `quantile` of the queries' candidate counts, so only the
+        queries of the densest blocks are cut (one host read)."""
+        n = self.order.shape[0]
+        starts, lengths = self.runs(torch.arange(len(self.cell_keys), device=self.order.device), 1)  # [U, 9]
+        sizes = lengths.sum(1)  # [U] candidates per cell
+        counts = torch.sort(sizes[self.cell_of]).values  # [N] per query, ascending
+        width = max(int(counts[round(quantile * (n - 1))]), k)
+        block, _ = self.candidates(starts, lengths, width)  # [U, W] sorted positions, sentinel N
+        cut = sizes > width  # [U]
+        out = self.columns[0].new_empty(n, k)
+        chunk = max(1, max_elements // width)
+        for i in range(0, n, chunk):
+            rows = torch.arange(i, min(i + chunk, n), device=block.device)  # [C] sorted positions
+            cells = self.cell_of[rows]
+            cand = block.index_select(0, cells)  # [C, W]
+            d2 = None
+            for col in self.columns:
+                d = _take(col, cand).sub_(col.index_select(0, rows)[:, None])
+                d2 = d.square_() if d2 is None else d2.add_(d.square_())  # as (diff * diff).sum(-1) rounds
+            d2.masked_fill_(cand == rows[:, None], float("inf"))  # not itself (duplicates count)
+            best = _smallest(d2, k)
+            best[:, -1].masked_fill_(cut[cells], float("inf"))
+            out[i:i + chunk] = best
+        return out
 
 
 def _plan_chunks(query_sizes: np.ndarray, ranks: np.ndarray, k: int, max_elements: int,
@@ -240,7 +270,8 @@ def _cell_size(pts: Tensor, lo: Tensor, extent: float) -> float:
     return h
 
 
-def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int, growth: float) -> Tensor:
+def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int, growth: float,
+              capped_quantile: float | None) -> Tensor:
     n = points.shape[0]
     k = min(k, n - 1)
     if k <= 0:
@@ -249,7 +280,7 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int,
     finite = torch.isfinite(pts).all(1)
     if not finite.all():  # NaN for non-finite points; the others among themselves
         out = pts.new_full((n,), float("nan"))
-        out[finite] = _grid_one(pts[finite], k, max_elements, fallback_elements, growth)
+        out[finite] = _grid_one(pts[finite], k, max_elements, fallback_elements, growth, capped_quantile)
         return out.to(points.dtype)
     lo = pts.double().amin(0)
     extent = float((pts.double().amax(0) - lo).max())
@@ -261,8 +292,12 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int,
     while pending.numel() * n > fallback_elements:
         grid = _Grid(pts, lo, h)
         for radius in (1, 2):  # a point just outside its 27 cells is usually inside the 125
-            queries = None if pending.numel() == n else grid.position[pending]  # sorted positions
-            queries, d2 = grid.search(queries, radius, k, max_elements, growth)  # [Q], [Q, k]
+            if pending.numel() == n and radius == 1 and capped_quantile is not None:
+                queries = torch.arange(n, device=pts.device)
+                d2 = grid.search_capped(k, max_elements, capped_quantile)
+            else:
+                queries = None if pending.numel() == n else grid.position[pending]  # sorted positions
+                queries, d2 = grid.search(queries, radius, k, max_elements, growth)  # [Q], [Q, k]
             ids = grid.order[queries]
             # Settled when the k-th candidate is nearer than any point outside the block. Cells wider than
             # the cloud hold every point in any block: exhaustive, hence exact.
@@ -280,19 +315,24 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int,
 
 @torch.no_grad()
 def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None,
-                     fallback_elements: int = 1 << 20, chunk_growth: float | None = None) -> Tensor:
+                     fallback_elements: int = 1 << 20, chunk_growth: float | None = None,
+                     capped: float | None | str = "auto") -> Tensor:
     """Mean squared distance to the k nearest other points within each sample (exact; duplicates count).
 
     points [N, 3] or [B, N, 3] -> [N] or [B, N], computed in fp32 (fp64 for fp64 input), no gradient (as
     distCUDA2). Non-finite points get NaN and are nobody's neighbour. `max_elements` bounds one chunk of
     candidate distances; queries the grid cannot settle go to the all-pairs path once (their number x N)
-    <= `fallback_elements`. `chunk_growth` trades padding for fewer chunks. The defaults depend on the device:
-    on a GPU each chunk costs host-side launches and syncs, not arithmetic, so chunks are larger and wider there.
+    <= `fallback_elements`. `chunk_growth` trades padding for fewer chunks. `capped` (a quantile, or None)
+    runs the first pass with runs cut to that quantile of their lengths (`_Grid.search_capped`). The defaults
+    depend on the device: on a GPU each chunk costs host-side launches and syncs, not arithmetic, so the first
+    pass is capped and the chunks are larger and wider there.
     """
     _check(points, k)
     gpu = points.device.type != "cpu"
     max_elements = max_elements or (1 << 26 if gpu else 1 << 22)
     growth = chunk_growth or (2.0 if gpu else 1.25)
+    if capped == "auto":
+        capped = CAPPED_QUANTILE if gpu else None
     if points.ndim == 2:
-        return _grid_one(points, k, max_elements, fallback_elements, growth)
-    return torch.stack([_grid_one(p, k, max_elements, fallback_elements, growth) for p in points])
+        return _grid_one(points, k, max_elements, fallback_elements, growth, capped)
+    return torch.stack([_grid_one(p, k, max_elements, fallback_elements, growth, capped) for p in points])

@@ -8,7 +8,7 @@ import torch
 from openlsm.errors import OpenLSMError
 from openlsm.models.lsm.dpt import postprocess_points
 from openlsm.models.lsm.geometry import GeometryConfig, GeometryNet, SelfAttention, count_parameters
-from openlsm.models.lsm.rope import apply_rope_2d, patch_positions
+from openlsm.models.lsm.rope import RopePositions, apply_rope_2d, patch_positions
 
 TSV = Path(__file__).parent / "data" / "dust3r_vitl_dpt_state_dict.tsv"
 
@@ -110,6 +110,25 @@ def test_rope_layout_y_first_half_x_second():
             ref[h * half + i] = x1 * c - x2 * s
             ref[h * half + i + half // 2] = x2 * c + x1 * s
     assert torch.allclose(out, ref, atol=1e-12)
+
+
+def test_rope_tables_are_built_once_and_rotate_the_same():
+    """RopePositions (what the network passes) rotates exactly as a bare position tensor, per dtype and head dim,
+    with one table per (head dim, dtype, base) however many layers use it; per-sample positions too."""
+    torch.manual_seed(1)
+    pos = RopePositions(patch_positions(3, 5))
+    for dtype in (torch.float32, torch.bfloat16):
+        for D in (8, 16):
+            x = torch.randn(2, 3, 15, D).to(dtype)
+            assert torch.equal(apply_rope_2d(x, pos), apply_rope_2d(x, pos.pos))
+            cos, _ = pos.tables(D, dtype, 100.0)
+            apply_rope_2d(x, pos)
+            assert pos.tables(D, dtype, 100.0)[0] is cos  # reused, not rebuilt
+    assert len(pos._tables) == 4
+    per_sample = torch.randint(0, 9, (2, 15, 2))
+    x = torch.randn(2, 3, 15, 8)
+    want = torch.stack([apply_rope_2d(x[b:b + 1], per_sample[b]) for b in range(2)])[:, 0]
+    assert torch.equal(apply_rope_2d(x, RopePositions(per_sample)), want)
 
 
 def test_self_attention_matches_bruteforce():

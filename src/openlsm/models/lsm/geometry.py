@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from openlsm.errors import OpenLSMError
 from openlsm.models.layers import Mlp
 from openlsm.models.lsm.dpt import PointHead
-from openlsm.models.lsm.rope import apply_rope_2d, patch_positions
+from openlsm.models.lsm.rope import RopePositions, apply_rope_2d, patch_positions
 
 
 @dataclass
@@ -121,7 +121,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor | RopePositions) -> Tensor:
         q, k, v = (_split_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
         q, k = apply_rope_2d(q, pos, self.rope_base), apply_rope_2d(k, pos, self.rope_base)
         return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
@@ -136,7 +136,7 @@ class CrossAttention(nn.Module):
         self.projv = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, mem: Tensor, xpos: Tensor, mpos: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mem: Tensor, xpos: Tensor | RopePositions, mpos: Tensor | RopePositions) -> Tensor:
         q = apply_rope_2d(_split_heads(self.projq(x), self.heads), xpos, self.rope_base)
         k = apply_rope_2d(_split_heads(self.projk(mem), self.heads), mpos, self.rope_base)
         v = _split_heads(self.projv(mem), self.heads)
@@ -151,7 +151,7 @@ class EncoderBlock(nn.Module):
         self.norm2 = _layer_norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor | RopePositions) -> Tensor:
         x = x + self.attn(self.norm1(x), pos)
         return x + self.mlp(self.norm2(x))
 
@@ -169,7 +169,7 @@ class DecoderBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.norm_y = _layer_norm(dim)
 
-    def forward(self, x: Tensor, other: Tensor, xpos: Tensor, opos: Tensor) -> Tensor:
+    def forward(self, x: Tensor, other: Tensor, xpos: Tensor | RopePositions, opos: Tensor | RopePositions) -> Tensor:
         x = x + self.attn(self.norm1(x), xpos)
         x = x + self.cross_attn(self.norm2(x), self.norm_y(other), xpos, opos)
         return x + self.mlp(self.norm3(x))
@@ -226,17 +226,18 @@ class GeometryNet(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def encode(self, imgs: Tensor) -> tuple[Tensor, Tensor]:
-        """Images [B, 3, H, W] -> tokens [B, h*w, enc_dim] (after enc_norm) and positions [h*w, 2]."""
+    def encode(self, imgs: Tensor) -> tuple[Tensor, RopePositions]:
+        """Images [B, 3, H, W] -> tokens [B, h*w, enc_dim] (after enc_norm) and positions [h*w, 2] (with their
+        RoPE tables, shared by the encoder and decoder blocks)."""
         p = self.config.patch_size
         H, W = imgs.shape[-2:]
-        pos = patch_positions(H // p, W // p, imgs.device)
+        pos = RopePositions(patch_positions(H // p, W // p, imgs.device))
         x = self.patch_embed(imgs)
         for blk in self.enc_blocks:
             x = blk(x, pos)
         return self.enc_norm(x), pos
 
-    def decode(self, f1: Tensor, f2: Tensor, pos1: Tensor, pos2: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    def decode(self, f1: Tensor, f2: Tensor, pos1: RopePositions, pos2: RopePositions) -> tuple[list[Tensor], list[Tensor]]:
         """Per-view lists [enc tokens, dec_1, ..., dec_L] (dec_norm on the last), as the DPT hooks index them."""
         outs1, outs2 = [f1], [f2]
         x1, x2 = self.decoder_embed(f1), self.decoder_embed(f2)

@@ -7,7 +7,7 @@
     python bench/bench_lsm.py --knn --device cpu --threads 2 [--knn-bruteforce]
     python bench/bench_lsm.py --device cuda --checkpoint src/openlsm/weights/lsm_small --knn-capped none
 With --checkpoint the model is a trained one and the input the bundled `armchairs` pair (random weights see
-random images); `--knn-capped` picks the kNN's first pass ("none": grouped, as on the CPU; default: the device's).
+random images); `--knn-capped` picks the kNN's search ("none": grouped, as on the CPU; default: the device's).
 Stages are timed with hooks around the geometry network, the semantic extractor, the point transformer and the
 Gaussian head (device-synchronised); `knn` is the kNN inside the head. Prints one JSON line per preset.
 kNN clouds: "room" (two unprojected depth maps of a box room, a dense surface) and "untrained" (the point maps
@@ -73,10 +73,10 @@ def bench_knn(a, dev, sync):
         t, d2 = timed(lambda: knn_module.knn_mean_sq_dist(pts), a.iters, sync)  # noqa: B023
         res = {"bench": "knn", "cloud": name, "points": pts.shape[0], "device": device_name(dev),
                "grid_ms": round(1000 * t, 1)}
-        for first_pass, capped in (("grouped", None), ("capped", knn_module.CAPPED_QUANTILE)):
+        for search, capped in (("grouped", None), ("capped", knn_module.CAPPED_QUANTILE)):
             tp, d2p = timed(lambda: knn_module.knn_mean_sq_dist(pts, capped=capped), a.iters, sync)  # noqa: B023
-            res[f"{first_pass}_first_pass_ms"] = round(1000 * tp, 1)
-            res[f"{first_pass}_equal_to_default"] = bool(torch.equal(d2p, d2))
+            res[f"{search}_ms"] = round(1000 * tp, 1)
+            res[f"{search}_equal_to_default"] = bool(torch.equal(d2p, d2))
         if a.knn_bruteforce:
             tb, ref = timed(lambda: knn_module.knn_mean_sq_dist_bruteforce(pts), 1, sync)  # noqa: B023
             res["bruteforce_ms"] = round(1000 * tb, 1)
@@ -102,7 +102,7 @@ def main():
                         "also reports the largest difference to the eager forward")
     p.add_argument("--knn", action="store_true", help="time the kNN alone")
     p.add_argument("--checkpoint", default=None, help="trained weights (then the input is the armchairs pair)")
-    p.add_argument("--knn-capped", default="auto", help='kNN first pass: "auto", "none" or a quantile')
+    p.add_argument("--knn-capped", default="auto", help='kNN search: "auto", "none" or a quantile')
     p.add_argument("--knn-bruteforce", action="store_true", help="with --knn: also the all-pairs path (slow)")
     a = p.parse_args()
     if a.threads:

@@ -185,9 +185,9 @@ def test_bad_inputs():
 
 
 @pytest.mark.parametrize("quantile", [1.0, 0.99, 0.5, 0.0])
-def test_capped_first_pass_is_exact(quantile):
-    """The GPU's first pass (runs cut to a quantile of their lengths; cut queries go on to the next passes) gives
-    the all-pairs result, and for quantile 1 (nothing cut) the same floats as the grouped search."""
+def test_capped_search_is_exact(quantile):
+    """The GPU's search (blocks cut to a quantile of their sizes; cut queries go on to the next passes) gives the
+    all-pairs result, and for quantile 1 (nothing cut) the same floats as the grouped search."""
     for pts in (_clustered(14, 2000), _plane_point_map(15), torch.rand(3000, 3, generator=_gen(16))):
         got = _grid(pts, capped=quantile)
         _same(got, pts)
@@ -200,7 +200,7 @@ def test_capped_first_pass_is_exact(quantile):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_defaults_match_the_cpu():
-    """On a GPU (capped first pass, wide chunks) the result equals the all-pairs reference computed on the CPU."""
+    """On a GPU (capped search) the result equals the all-pairs reference computed on the CPU."""
     for pts in (_clustered(18, 20000), _plane_point_map(19, 192, 256), torch.rand(50000, 3, generator=_gen(20))):
         got = knn_mean_sq_dist(pts.cuda()).cpu()
         _same(got, pts)

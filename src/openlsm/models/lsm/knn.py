@@ -28,7 +28,8 @@ from openlsm.errors import OpenLSMError
 TARGET_OCCUPANCY = 6.0  # points a point shares its cell with, on average (sets the cell size; 6 settles more
 # queries in the first 27-cell pass than 4 on trained point maps)
 SAFETY = 1 - 1e-4  # accept k-th d2 < SAFETY * h^2: covers float rounding of distances and cell indices
-CAPPED_QUANTILE = 0.99  # the GPU's first pass cuts the runs of ~1 % of the queries (they go on to the next pass)
+CAPPED_QUANTILE = 0.99  # the GPU's capped search cuts the blocks of ~1 % of the queries (they go on to the next
+# pass)
 MAX_CELLS = (1 << 20) - 4  # cells per axis, so three axes fit one int64 key
 
 
@@ -185,34 +186,38 @@ class _Grid:
             out[i:i + c] = _smallest(d2, k)
         return queries, out
 
-    def search_capped(self, k: int, max_elements: int, quantile: float) -> Tensor:
-        """All points' 27-cell blocks cut to a common width -> [N, k] ascending d2 in sorted order, inf at the
-        k-th where a block was cut (such queries are not settled). The same distances as `search`, in a few
-        large launches: the first pass on a GPU, where `search`'s per-chunk launches and host-planned chunks
-        cost more than this padding. The width is the `quantile` of the queries' candidate counts, so only the
-        queries of the densest blocks are cut (one host read)."""
-        n = self.order.shape[0]
-        starts, lengths = self.runs(torch.arange(len(self.cell_keys), device=self.order.device), 1)  # [U, 9]
-        sizes = lengths.sum(1)  # [U] candidates per cell
-        counts = torch.sort(sizes[self.cell_of]).values  # [N] per query, ascending
-        width = max(int(counts[round(quantile * (n - 1))]), k)
-        block, _ = self.candidates(starts, lengths, width)  # [U, W] sorted positions, sentinel N
-        cut = sizes > width  # [U]
-        out = self.columns[0].new_empty(n, k)
+    def search_capped(self, queries: Tensor | None, radius: int, k: int, max_elements: int,
+                      quantile: float) -> tuple[Tensor, Tensor]:
+        """As `search`, with every query's block cut to one common width: (2R+1)^3 cells of candidates in a few
+        large fixed-shape launches, inf at the k-th where a block was cut (such queries are not settled). The
+        GPU's search, where `search`'s per-chunk launches cost more than this padding. The width is the
+        `quantile` of the queries' candidate counts, so only the queries of the densest blocks are cut."""
+        device = self.order.device
+        if queries is None:
+            cells, cell_index = torch.arange(len(self.cell_keys), device=device), self.cell_of
+            queries = torch.arange(len(self.cell_of), device=device)
+        else:
+            cells, cell_index = torch.unique(self.cell_of[queries], return_inverse=True)
+        starts, lengths = self.runs(cells, radius)  # [U', (2R+1)^2]
+        sizes = lengths.sum(1)  # [U'] candidates per cell
+        counts = torch.sort(sizes[cell_index]).values  # [Q] per query, ascending
+        width = max(int(counts[round(quantile * (len(counts) - 1))]), k)  # the one host read
+        block, _ = self.candidates(starts, lengths, width)  # [U', W] sorted positions, sentinel N
+        cut = sizes > width  # [U']
+        out = self.columns[0].new_empty(len(queries), k)
         chunk = max(1, max_elements // width)
-        for i in range(0, n, chunk):
-            rows = torch.arange(i, min(i + chunk, n), device=block.device)  # [C] sorted positions
-            cells = self.cell_of[rows]
-            cand = block.index_select(0, cells)  # [C, W]
+        for i in range(0, len(queries), chunk):
+            rows, local = queries[i:i + chunk], cell_index[i:i + chunk]  # [C] sorted positions, their cells
+            cand = block.index_select(0, local)  # [C, W]
             d2 = None
             for col in self.columns:
                 d = _take(col, cand).sub_(col.index_select(0, rows)[:, None])
                 d2 = d.square_() if d2 is None else d2.add_(d.square_())  # as (diff * diff).sum(-1) rounds
             d2.masked_fill_(cand == rows[:, None], float("inf"))  # not itself (duplicates count)
             best = _smallest(d2, k)
-            best[:, -1].masked_fill_(cut[cells], float("inf"))
+            best[:, -1].masked_fill_(cut[local], float("inf"))
             out[i:i + chunk] = best
-        return out
+        return queries, out
 
 
 def _plan_chunks(query_sizes: np.ndarray, ranks: np.ndarray, k: int, max_elements: int,
@@ -292,12 +297,11 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int,
     while pending.numel() * n > fallback_elements:
         grid = _Grid(pts, lo, h)
         for radius in (1, 2):  # a point just outside its 27 cells is usually inside the 125
-            if pending.numel() == n and radius == 1 and capped_quantile is not None:
-                queries = torch.arange(n, device=pts.device)
-                d2 = grid.search_capped(k, max_elements, capped_quantile)
-            else:
-                queries = None if pending.numel() == n else grid.position[pending]  # sorted positions
+            queries = None if pending.numel() == n else grid.position[pending]  # sorted positions
+            if capped_quantile is None:
                 queries, d2 = grid.search(queries, radius, k, max_elements, growth)  # [Q], [Q, k]
+            else:
+                queries, d2 = grid.search_capped(queries, radius, k, max_elements, capped_quantile)
             ids = grid.order[queries]
             # Settled when the k-th candidate is nearer than any point outside the block. Cells wider than
             # the cloud hold every point in any block: exhaustive, hence exact.
@@ -323,9 +327,9 @@ def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None
     distCUDA2). Non-finite points get NaN and are nobody's neighbour. `max_elements` bounds one chunk of
     candidate distances; queries the grid cannot settle go to the all-pairs path once (their number x N)
     <= `fallback_elements`. `chunk_growth` trades padding for fewer chunks. `capped` (a quantile, or None)
-    runs the first pass with runs cut to that quantile of their lengths (`_Grid.search_capped`). The defaults
-    depend on the device: on a GPU each chunk costs host-side launches and syncs, not arithmetic, so the first
-    pass is capped and the chunks are larger and wider there.
+    searches with blocks cut to that quantile of their sizes (`_Grid.search_capped`) instead. The defaults
+    depend on the device: on a GPU each chunk costs host-side launches and syncs, not arithmetic, so the
+    search is capped and the chunks are larger there.
     """
     _check(points, k)
     gpu = points.device.type != "cpu"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from openlsm.errors import OpenLSMError
-from openlsm.models.lsm.serialization import ORDERS, bit_length, encode, sort_codes
+from openlsm.models.lsm.serialization import ORDERS, bit_length, encode, encode_orders, sort_codes
 
 
 def full_grid(side: int) -> torch.Tensor:
@@ -71,6 +71,28 @@ def test_per_point_depth_equals_separate_encodings():
     assert torch.equal(joint, torch.cat([encode(a, 7, "hilbert"), encode(b, 5, "hilbert")]))
     # leading zero bits are not neutral for Hilbert codes, so the depth matters
     assert not torch.equal(encode(b, 5, "hilbert"), encode(b, 7, "hilbert"))
+
+
+def test_encode_orders_equals_encoding_each_order():
+    """All orders at once (what the point transformer calls), with per-point depths and any order subset or
+    permutation, equals `encode` order by order; coordinates up to the deepest allowed grid (16 bits)."""
+    gen = torch.Generator().manual_seed(2)
+    grid = torch.cat([torch.randint(0, 100, (60, 3), generator=gen), torch.randint(0, 1 << 16, (40, 3), generator=gen)])
+    depths = torch.cat([torch.full((60,), 7), torch.full((40,), 16)])
+
+    def want(order):
+        if order.startswith("z"):  # Morton codes have no depth-dependent transform: leading zeros are neutral
+            return encode(grid, 16, order)
+        return torch.cat([encode(grid[:60], 7, order), encode(grid[60:], 16, order)])
+
+    for orders in (ORDERS, ORDERS[::-1], ("hilbert-trans", "z"), ("z-trans",), ()):
+        got = encode_orders(grid, depths, orders)
+        assert got.shape == (len(orders), 100)
+        for i, order in enumerate(orders):
+            assert torch.equal(got[i], want(order))
+    assert encode(grid[60:], 16, "z").tolist() == [brute_morton(*g, 16) for g in grid[60:].tolist()]
+    with pytest.raises(OpenLSMError):
+        encode_orders(grid, 7, ("z", "peano"))
 
 
 def test_bit_length_matches_python():

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from openlsm.errors import OpenLSMError
 from openlsm.models.layers import Mlp
 from openlsm.models.lsm.fusion import CrossModalBlock
-from openlsm.models.lsm.serialization import MAX_DEPTH, ORDERS, bit_length, encode, sort_codes
+from openlsm.models.lsm.serialization import MAX_DEPTH, ORDERS, bit_length, encode_orders, sort_codes
 from openlsm.models.lsm.sparse_conv import SubMConv3d, VoxelIndex
 
 
@@ -174,10 +174,10 @@ def serialize(coords: Tensor, grid: Tensor, batch: Tensor, counts: list[int], de
               orders: tuple[str, ...], generator: torch.Generator | None, shuffle: bool) -> PointLevel:
     voxels = VoxelIndex.build(grid, batch)
     if voxels.first is not None:  # one point per voxel
-        codes = torch.stack([encode(grid, depths, order) for order in orders])  # [O, N]
+        codes = encode_orders(grid, depths, orders)  # [O, N]
     else:  # points of one voxel share its codes: encode each voxel once (point maps: ~2 points per voxel)
         first = torch.empty_like(voxels.keys).scatter_(0, voxels.inverse, torch.arange(len(grid), device=grid.device))
-        codes = torch.stack([encode(grid[first], depths[first], order) for order in orders])[:, voxels.inverse]
+        codes = encode_orders(grid[first], depths[first], orders)[:, voxels.inverse]
     if shuffle:
         codes = codes[torch.randperm(len(orders), generator=generator).to(codes.device)]
     sorted_points, inverses = sort_codes(codes, batch, shift)

@@ -75,17 +75,16 @@ class VoxelIndex:
             # The k voxels (x+dx, y+dy, z-r .. z+r) of a column have consecutive keys: one binary search for
             # the column's first key, then its occupied voxels are the next <= k sorted keys.
             firsts = self.keys[:, None] + (dxy[:, 0] * self.side + dxy[:, 1]) * self.side - r  # [U, k^2]
-            found = torch.searchsorted(self.keys, firsts)
+            found = torch.searchsorted(self.keys, firsts)[..., None] + steps[None, None, :] + r  # [U, k^2, k]
             padded = torch.cat([self.keys, self.keys.new_full((k,), torch.iinfo(self.keys.dtype).max)])
+            dz = padded[found] - firsts[..., None]  # z offset + r of each of the next k keys from the column start
             # Stored offset-major [k^2, k, U] (flattened; offsets x-major, then y, then z), + one slot that
-            # takes the misses.
+            # takes the misses. One scatter for all k candidates of every column (fewer launches on a GPU).
             table = torch.full((k**3 * u + 1,), u, dtype=torch.long, device=self.keys.device)
             slots = (torch.arange(k * k, device=self.keys.device) * (k * u))[None, :] + torch.arange(
                 u, device=self.keys.device)[:, None]  # [U, k^2] slot of (column, dz = 0)
-            for j in range(k):
-                dz = padded[found + j] - firsts  # z offset + r of the j-th key from the column start
-                table.scatter_(0, torch.where(dz < k, slots + dz * u, len(table) - 1).flatten(),
-                               (found + j).flatten())
+            table.scatter_(0, torch.where(dz < k, slots[..., None] + dz * u, len(table) - 1).flatten(),
+                           found.flatten())
             self._neighbours[kernel_size] = table[:-1].view(k**3, u).t()
         return self._neighbours[kernel_size]
 

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from openlsm.errors import OpenLSMError
-from openlsm.models.lsm.fusion import CrossModalBlock
+from openlsm.models.lsm.fusion import CrossModalBlock, attend
 from openlsm.models.lsm.ptv3 import (
     PointTransformer,
     PTv3Config,
@@ -193,6 +194,21 @@ def test_fusion_block_padding_mask_matches_unpadded_samples():
     second = block(feats[None, 9:], None, toks[1:])[0]
     torch.testing.assert_close(joint, torch.cat([first, second]), rtol=1e-10, atol=1e-10)
     assert block.attn.in_proj_bias is None and block.cross_attn.out_proj.bias is None
+
+
+def test_attend_equals_the_multihead_attention_module():
+    """The fusion blocks' direct attention against torch's nn.MultiheadAttention with the same weights: self and
+    cross attention, with and without a key padding mask (which must hide the padded keys)."""
+    torch.manual_seed(1)
+    mha = nn.MultiheadAttention(16, 4, bias=False, batch_first=True).double()
+    x, mem = torch.randn(2, 7, 16, dtype=torch.float64), torch.randn(2, 5, 16, dtype=torch.float64)
+    pad = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
+    for q, kv, mask in ((x, x, None), (x, x, pad), (x, mem, None)):
+        want = mha(q, kv, kv, key_padding_mask=mask, need_weights=False)[0]
+        torch.testing.assert_close(attend(mha, q, kv, mask), want, rtol=1e-12, atol=1e-12)
+    changed = x.clone()
+    changed[1, 4:] += 5.0  # padded keys: no effect on any output row
+    torch.testing.assert_close(attend(mha, changed, changed, pad)[:, :4], attend(mha, x, x, pad)[:, :4])
 
 
 def test_normalize_points_centres_and_scales_each_sample():

@@ -13,6 +13,7 @@ the two attentions are `nn.MultiheadAttention(bias=False)` (only `in_proj_weight
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from openlsm.errors import OpenLSMError
@@ -32,6 +33,23 @@ def pad_points(feats: Tensor, counts: Tensor, max_count: int | None = None) -> t
     padded = feats.new_zeros(b * max_count, feats.shape[1]).index_copy(0, flat, feats)
     pad_mask = torch.arange(max_count, device=feats.device)[None, :] >= counts[:, None]
     return padded.view(b, max_count, -1), pad_mask, flat
+
+
+def attend(mha: nn.MultiheadAttention, x: Tensor, mem: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+    """`mha(x, mem, mem, key_padding_mask=pad_mask)[0]` for a batch-first, bias-free, dropout-free module, with its
+    weights: the projections and one SDPA call, a fraction of the module's generic path's launches.
+    x [B, L, C], mem [B, T, C], pad_mask [B, T] (True = padding) -> [B, L, C]."""
+    b, length, c = x.shape
+    h = mha.num_heads
+    if x is mem:
+        q, k, v = F.linear(x, mha.in_proj_weight).view(b, length, 3, h, c // h).permute(2, 0, 3, 1, 4)
+    else:
+        w_q, w_kv = mha.in_proj_weight.split([c, 2 * c])
+        q = F.linear(x, w_q).view(b, length, h, c // h).transpose(1, 2)
+        k, v = F.linear(mem, w_kv).view(b, mem.shape[1], 2, h, c // h).permute(2, 0, 3, 1, 4)
+    mask = None if pad_mask is None else ~pad_mask[:, None, None, :]  # [B, 1, 1, T], True = attend
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, D]
+    return F.linear(out.transpose(1, 2).reshape(b, length, c), mha.out_proj.weight)
 
 
 class CrossModalBlock(nn.Module):
@@ -55,9 +73,8 @@ class CrossModalBlock(nn.Module):
         if tokens.ndim != 3 or tokens.shape[0] != x.shape[0] or tokens.shape[2] != x.shape[2]:
             raise OpenLSMError(f"fusion tokens must be [{x.shape[0]}, T, {x.shape[2]}], got {tuple(tokens.shape)}")
         h = self.norm1(x)
-        x = x + self.attn(h, h, h, key_padding_mask=pad_mask, need_weights=False)[0]
-        y = self.norm_y(tokens)
-        x = x + self.cross_attn(self.norm2(x), y, y, need_weights=False)[0]
+        x = x + attend(self.attn, h, h, pad_mask)
+        x = x + attend(self.cross_attn, self.norm2(x), self.norm_y(tokens))
         return x + self.mlp(self.norm3(x))
 
     def forward_points(self, feats: Tensor, counts: Tensor, tokens: Tensor, max_count: int | None = None) -> Tensor:

@@ -154,19 +154,23 @@ def patch_layout(counts: list[int], k: int, device: torch.device) -> tuple[Tenso
     k - n slots are masked. Returns positions [S] (sequence position per slot), unpad [N] (slot of each
     sequence position) and the valid-key mask [S // k, k] or None.
     """
-    n = torch.tensor(counts, device=device)  # [B]
+    # Per-sample numbers on the host (counts are host ints), sent in one copy: no device round trip for sizes.
+    padded = [k if n < k else (n + k - 1) // k * k for n in counts]
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    pad_starts = [sum(padded[:i]) for i in range(len(counts))]
+    total, short_any = sum(padded), any(n < k for n in counts)
+    n, padded_t, starts_t, pad_starts_t = torch.tensor([counts, padded, starts, pad_starts], device=device)  # [B]
     short = n < k
-    padded = torch.where(short, k, (n + k - 1) // k * k)
-    total = int(padded.sum())
-    sample = torch.repeat_interleave(torch.arange(len(counts), device=device), padded, output_size=total)
-    starts, pad_starts = torch.cumsum(n, 0) - n, torch.cumsum(padded, 0) - padded
-    t = torch.arange(total, device=device) - pad_starts[sample]  # slot within the sample
-    real = t < n[sample]
-    src = torch.where(real, t, torch.where(short[sample], n[sample] - 1, t - k))
-    positions = starts[sample] + src
-    seq_sample = torch.repeat_interleave(torch.arange(len(counts), device=device), n, output_size=sum(counts))
-    unpad = torch.arange(sum(counts), device=device) - starts[seq_sample] + pad_starts[seq_sample]
-    mask = (real | ~short[sample]).view(-1, k) if bool(short.any()) else None  # repeats are valid keys
+    ids = torch.arange(len(counts), device=device)
+    sample = torch.repeat_interleave(ids, padded_t, output_size=total)  # [S] slot -> sample
+    t = torch.arange(total, device=device) - pad_starts_t[sample]  # slot within the sample
+    n_slot = n[sample]
+    real = t < n_slot
+    src = torch.where(real, t, torch.where(short[sample], n_slot - 1, t - k))
+    positions = starts_t[sample] + src
+    seq_sample = torch.repeat_interleave(ids, n, output_size=sum(counts))
+    unpad = torch.arange(sum(counts), device=device) - starts_t[seq_sample] + pad_starts_t[seq_sample]
+    mask = (real | ~short[sample]).view(-1, k) if short_any else None  # repeats are valid keys
     return positions, unpad, mask
 
 

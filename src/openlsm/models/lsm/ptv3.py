@@ -447,11 +447,11 @@ class PointTransformer(nn.Module):
             for name, block in stage.items():
                 if name != "down":
                     x = block(x, level, batch_min)
-        counts = level.counts_tensor
+        counts = level.counts_tensor  # the padded width max(level.counts) is passed from the host: no read-back
         if cfg.cross_geometry:
-            x = self.decoder_block_dust.forward_points(x, counts, self.dust_feat_proj(geo_tokens))
+            x = self.decoder_block_dust.forward_points(x, counts, self.dust_feat_proj(geo_tokens), max(level.counts))
         if cfg.cross_semantic:
-            x = self.decoder_block_lseg.forward_points(x, counts, self.lseg_feat_proj(sem_tokens))
+            x = self.decoder_block_lseg.forward_points(x, counts, self.lseg_feat_proj(sem_tokens), max(level.counts))
         for i, stage in enumerate(self.dec.values()):
             parent, skip = skips.pop()
             x = stage["up"](x, skip, level.cluster)
@@ -461,7 +461,7 @@ class PointTransformer(nn.Module):
                     x = block(x, level, batch_min)
             if i == 0 and cfg.cross_multi_scale:
                 x = self.decoder_block_multi_scale.forward_points(x, level.counts_tensor,
-                                                                  self.multi_scale_proj(sem_tokens))
+                                                                  self.multi_scale_proj(sem_tokens), max(level.counts))
         return x
 
     def _check_inputs(self, coords, feats, offsets, geo_tokens, sem_tokens) -> None:

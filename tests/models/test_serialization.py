@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from openlsm.errors import OpenLSMError
-from openlsm.models.lsm.serialization import ORDERS, bit_length, encode, encode_orders, sort_codes
+from openlsm.models.lsm.serialization import (
+    ORDERS,
+    bit_length,
+    encode,
+    encode_orders,
+    hilbert_encode,
+    hilbert_encode_reference,
+    sort_codes,
+)
 
 
 def full_grid(side: int) -> torch.Tensor:
@@ -71,6 +79,18 @@ def test_per_point_depth_equals_separate_encodings():
     assert torch.equal(joint, torch.cat([encode(a, 7, "hilbert"), encode(b, 5, "hilbert")]))
     # leading zero bits are not neutral for Hilbert codes, so the depth matters
     assert not torch.equal(encode(b, 5, "hilbert"), encode(b, 7, "hilbert"))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5, 9, 16])
+def test_table_driven_hilbert_equals_skillings_transform(depth):
+    """The lookup-table encoder against the direct transform, at one depth and with per-point depths (points
+    whose curve starts lower must keep the identity state above their top level)."""
+    gen = torch.Generator().manual_seed(depth)
+    grid = torch.randint(0, 1 << depth, (4000, 3), generator=gen)
+    assert torch.equal(hilbert_encode(grid, depth), hilbert_encode_reference(grid, depth))
+    depths = torch.randint(1, depth + 1, (4000,), generator=gen)
+    small = grid % (1 << depths[:, None])  # each point inside its own cube
+    assert torch.equal(hilbert_encode(small, depths), hilbert_encode_reference(small, depths))
 
 
 def test_encode_orders_equals_encoding_each_order():

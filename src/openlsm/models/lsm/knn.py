@@ -28,8 +28,7 @@ from openlsm.errors import OpenLSMError
 TARGET_OCCUPANCY = 6.0  # points a point shares its cell with, on average (sets the cell size; 6 settles more
 # queries in the first 27-cell pass than 4 on trained point maps)
 SAFETY = 1 - 1e-4  # accept k-th d2 < SAFETY * h^2: covers float rounding of distances and cell indices
-CAPPED_QUANTILE = 0.99  # the GPU's capped search cuts the blocks of ~1 % of the queries (they go on to the next
-# pass)
+CAPPED_QUANTILE = 0.99  # the GPU's capped search cuts ~1 % of the queries' blocks (they go on to the next pass)
 MAX_CELLS = (1 << 20) - 4  # cells per axis, so three axes fit one int64 key
 
 

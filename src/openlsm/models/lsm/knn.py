@@ -132,6 +132,16 @@ class _Grid:
         starts = _take(self.cell_start, first_cells)
         return starts, _take(self.cell_start, first_cells + count) - starts
 
+    def query_cells(self, queries: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries [Q] sorted positions (None: all) -> the queries, their distinct cells [U'] and each query's row
+        in those cells [Q]."""
+        if queries is None:
+            device = self.order.device
+            everyone = torch.arange(len(self.cell_of), device=device)
+            return everyone, torch.arange(len(self.cell_keys), device=device), self.cell_of
+        cells, cell_index = torch.unique(self.cell_of[queries], return_inverse=True)
+        return queries, cells, cell_index
+
     def candidates(self, starts: Tensor, lengths: Tensor, width: int) -> tuple[Tensor, Tensor]:
         """Runs [U', R2] -> [U', width] sorted positions of the points in each block, padded with N (the
         sentinel), and the first column of each run [U', R2]. Run r fills columns [f_r, f_r + l_r) with
@@ -154,11 +164,7 @@ class _Grid:
         by ascending candidate count: chunks carry little padding (a chunk's widest query has at most `growth`
         times the candidates of its first), and the candidates' coordinates are gathered once per cell, then
         copied row-wise to the cell's queries."""
-        if queries is None:
-            cells, cell_index = torch.arange(len(self.cell_keys), device=self.order.device), self.cell_of
-            queries = torch.arange(len(self.cell_of), device=self.order.device)
-        else:
-            cells, cell_index = torch.unique(self.cell_of[queries], return_inverse=True)
+        queries, cells, cell_index = self.query_cells(queries)
         starts, lengths = self.runs(cells, radius)
         centre = lengths.shape[1] // 2
         sizes, by_size = torch.sort(lengths.sum(1))  # [U'] candidates per cell, ascending
@@ -191,12 +197,7 @@ class _Grid:
         large fixed-shape launches, inf at the k-th where a block was cut (such queries are not settled). The
         GPU's search, where `search`'s per-chunk launches cost more than this padding. The width is the
         `quantile` of the queries' candidate counts, so only the queries of the densest blocks are cut."""
-        device = self.order.device
-        if queries is None:
-            cells, cell_index = torch.arange(len(self.cell_keys), device=device), self.cell_of
-            queries = torch.arange(len(self.cell_of), device=device)
-        else:
-            cells, cell_index = torch.unique(self.cell_of[queries], return_inverse=True)
+        queries, cells, cell_index = self.query_cells(queries)
         starts, lengths = self.runs(cells, radius)  # [U', (2R+1)^2]
         sizes = lengths.sum(1)  # [U'] candidates per cell
         counts = torch.sort(sizes[cell_index]).values  # [Q] per query, ascending

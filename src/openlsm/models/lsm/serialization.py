@@ -67,6 +67,13 @@ def gray_decode(codes: Tensor) -> Tensor:
     return codes
 
 
+def _point_depths(grid: Tensor, depth: int | Tensor) -> tuple[Tensor, int]:
+    """Per-point depths [N] (an int applies to all) and the deepest of them."""
+    n = grid.shape[0]
+    depths = torch.as_tensor(depth, dtype=torch.long, device=grid.device).expand(n)
+    return depths, int(depths.max()) if n else 0
+
+
 def _hilbert_tables() -> tuple[list[int], list[int]]:
     """State tables of the Hilbert transform below, one level at a time.
 
@@ -112,9 +119,7 @@ def hilbert_encode(grid: Tensor, depth: int | Tensor) -> Tensor:
     Table-driven (`_hilbert_tables`): per level one lookup of (state, raw triple) instead of Skilling's nine
     conditional bit operations; equal to `hilbert_encode_reference`.
     """
-    n = grid.shape[0]
-    depths = torch.as_tensor(depth, dtype=torch.long, device=grid.device).expand(n)
-    max_depth = int(depths.max()) if n else 0
+    depths, max_depth = _point_depths(grid, depth)
     morton = interleave_bits(grid, max_depth)  # [N] raw triples, x in bit 2 of each
     out_table = torch.tensor(_HILBERT_OUT, device=grid.device)
     next_table = torch.tensor(_HILBERT_NEXT, device=grid.device)
@@ -131,9 +136,7 @@ def hilbert_encode(grid: Tensor, depth: int | Tensor) -> Tensor:
 def hilbert_encode_reference(grid: Tensor, depth: int | Tensor) -> Tensor:
     """`hilbert_encode` by Skilling's transform directly: the plain reference the tests compare against."""
     grid = grid.long()
-    n = grid.shape[0]
-    depths = torch.as_tensor(depth, dtype=torch.long, device=grid.device).expand(n)
-    max_depth = int(depths.max()) if n else 0
+    depths, max_depth = _point_depths(grid, depth)
     xs = [grid[:, 0], grid[:, 1], grid[:, 2]]
     # Undo excess work, top level first. Level `level` only touches the bits below it, and only for points
     # whose curve has that level (leading zero bits would otherwise swap axes).
@@ -149,10 +152,15 @@ def hilbert_encode_reference(grid: Tensor, depth: int | Tensor) -> Tensor:
     return gray_decode(interleave_bits(torch.stack(xs, dim=1), max_depth))
 
 
+def _check_orders(orders) -> None:
+    for order in orders:
+        if order not in ORDERS:
+            raise OpenLSMError(f"unknown serialization order {order!r}; expected one of {ORDERS}")
+
+
 def encode(grid: Tensor, depth: int | Tensor, order: str) -> Tensor:
     """Code of one order in ORDERS for grid [N, 3]; "-trans" swaps the x and y columns first."""
-    if order not in ORDERS:
-        raise OpenLSMError(f"unknown serialization order {order!r}; expected one of {ORDERS}")
+    _check_orders([order])
     if order.endswith("-trans"):
         grid = grid[:, [1, 0, 2]]
     if order.startswith("z"):
@@ -164,9 +172,7 @@ def encode_orders(grid: Tensor, depth: int | Tensor, orders: tuple[str, ...] | l
     """Codes of several orders [O, N], equal to stacking `encode` per order, in fewer launches: the x/y-swapped
     variants go through each curve together with the plain one (the grid stacked twice), which halves the
     per-level steps of the Hilbert transform."""
-    for order in orders:
-        if order not in ORDERS:
-            raise OpenLSMError(f"unknown serialization order {order!r}; expected one of {ORDERS}")
+    _check_orders(orders)
     n = grid.shape[0]
     both = torch.cat([grid, grid[:, [1, 0, 2]]])  # [2N, 3]: plain, then x and y swapped
     depths = torch.as_tensor(depth, dtype=torch.long, device=grid.device).expand(n).repeat(2)

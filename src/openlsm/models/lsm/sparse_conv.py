@@ -75,7 +75,8 @@ class VoxelIndex:
             # The k voxels (x+dx, y+dy, z-r .. z+r) of a column have consecutive keys: one binary search for
             # the column's first key, then its occupied voxels are the next <= k sorted keys.
             firsts = self.keys[:, None] + (dxy[:, 0] * self.side + dxy[:, 1]) * self.side - r  # [U, k^2]
-            found = torch.searchsorted(self.keys, firsts)[..., None] + steps[None, None, :] + r  # [U, k^2, k]
+            nexts = torch.arange(k, device=self.keys.device)
+            found = torch.searchsorted(self.keys, firsts)[..., None] + nexts  # [U, k^2, k] the next k sorted keys
             padded = torch.cat([self.keys, self.keys.new_full((k,), torch.iinfo(self.keys.dtype).max)])
             dz = padded[found] - firsts[..., None]  # z offset + r of each of the next k keys from the column start
             # Stored offset-major [k^2, k, U] (flattened; offsets x-major, then y, then z), + one slot that

@@ -5,9 +5,10 @@
     python bench/bench_lsm.py --device cpu --presets small --threads 2
     python bench/bench_lsm.py --device cuda --presets paper --dtype bf16 --cuda-graphs
     python bench/bench_lsm.py --knn --device cpu --threads 2 [--knn-bruteforce]
-    python bench/bench_lsm.py --device cuda --checkpoint src/openlsm/weights/lsm_small --knn-capped none
+    python bench/bench_lsm.py --device cuda --checkpoint src/openlsm/weights/lsm_small --knn-method grid
 With --checkpoint the model is a trained one and the input the bundled `armchairs` pair (random weights see
-random images); `--knn-capped` picks the kNN's search ("none": grouped, as on the CPU; default: the device's).
+random images); `--knn-method` picks the kNN (grid or Triton tiles; default: the device's) and `--knn-capped`
+the grid's search ("none": grouped, as on the CPU; default: the device's).
 Stages are timed with hooks around the geometry network, the semantic extractor, the point transformer and the
 Gaussian head (device-synchronised); `knn` is the kNN inside the head. Prints one JSON line per preset.
 kNN clouds: "room" (two unprojected depth maps of a box room, a dense surface) and "untrained" (the point maps
@@ -73,10 +74,19 @@ def bench_knn(a, dev, sync):
         t, d2 = timed(lambda: knn_module.knn_mean_sq_dist(pts), a.iters, sync)  # noqa: B023
         res = {"bench": "knn", "cloud": name, "points": pts.shape[0], "device": device_name(dev),
                "grid_ms": round(1000 * t, 1)}
-        for search, capped in (("grouped", None), ("capped", knn_module.CAPPED_QUANTILE)):
-            tp, d2p = timed(lambda: knn_module.knn_mean_sq_dist(pts, capped=capped), a.iters, sync)  # noqa: B023
+        searches = {"grouped": {"method": "grid", "capped": None},
+                    "capped": {"method": "grid", "capped": knn_module.CAPPED_QUANTILE}}
+        if knn_module.tiles_available(dev):
+            searches["tiles"] = {"method": "tiles"}
+        for search, kwargs in searches.items():
+            tp, d2p = timed(lambda: knn_module.knn_mean_sq_dist(pts, **kwargs), a.iters, sync)  # noqa: B023
             res[f"{search}_ms"] = round(1000 * tp, 1)
             res[f"{search}_equal_to_default"] = bool(torch.equal(d2p, d2))
+            res[f"{search}_max_rel_diff_to_default"] = float(((d2p - d2).abs() / d2.clamp_min(1e-30)).max())
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                knn_module.knn_mean_sq_dist(pts, **kwargs)
+                res[f"{search}_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
         if a.knn_bruteforce:
             tb, ref = timed(lambda: knn_module.knn_mean_sq_dist_bruteforce(pts), 1, sync)  # noqa: B023
             res["bruteforce_ms"] = round(1000 * tb, 1)
@@ -102,7 +112,8 @@ def main():
                         "also reports the largest difference to the eager forward")
     p.add_argument("--knn", action="store_true", help="time the kNN alone")
     p.add_argument("--checkpoint", default=None, help="trained weights (then the input is the armchairs pair)")
-    p.add_argument("--knn-capped", default="auto", help='kNN search: "auto", "none" or a quantile')
+    p.add_argument("--knn-capped", default="auto", help='grid kNN search: "auto", "none" or a quantile')
+    p.add_argument("--knn-method", default="auto", help='kNN: "auto", "grid" or "tiles"')
     p.add_argument("--knn-bruteforce", action="store_true", help="with --knn: also the all-pairs path (slow)")
     a = p.parse_args()
     if a.threads:
@@ -148,6 +159,8 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
     knn = knn_module.knn_mean_sq_dist
     # only passed when asked for, so this script also times versions of the kNN without the option
     capped = {} if a.knn_capped == "auto" else {"capped": None if a.knn_capped == "none" else float(a.knn_capped)}
+    if a.knn_method != "auto":
+        capped["method"] = a.knn_method
 
     def timed_knn(*args, **kwargs):  # the head calls the kNN through its module global
         sync()
@@ -189,7 +202,8 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
     def med(xs):
         return sorted(xs)[len(xs) // 2]
 
-    res = {"bench": "lsm", "preset": a.checkpoint or preset, "knn_capped": a.knn_capped, "device": device_name(dev), "dtype": a.dtype, "size": a.size,
+    res = {"bench": "lsm", "preset": a.checkpoint or preset, "knn_capped": a.knn_capped, "knn_method": a.knn_method,
+           "device": device_name(dev), "dtype": a.dtype, "size": a.size,
            "params": sum(p.numel() for p in model.parameters()), "gaussians": out.gaussians.means.shape[1],
            "total_ms": round(1000 * med(totals[1:]), 1),
            "stages_ms": {k: round(1000 * med(v), 1) for k, v in times.items()}}

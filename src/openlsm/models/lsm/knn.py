@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from openlsm.errors import OpenLSMError
+from openlsm.models.lsm.knn_tiles import knn_mean_sq_dist_tiles, tiles_available
 
 TARGET_OCCUPANCY = 6.0  # points a point shares its cell with, on average (sets the cell size; 6 settles more
 # queries in the first 27-cell pass than 4 on trained point maps)
@@ -320,7 +321,7 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int,
 @torch.no_grad()
 def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None,
                      fallback_elements: int = 1 << 20, chunk_growth: float | None = None,
-                     capped: float | None | str = "auto") -> Tensor:
+                     capped: float | None | str = "auto", method: str = "auto") -> Tensor:
     """Mean squared distance to the k nearest other points within each sample (exact; duplicates count).
 
     points [N, 3] or [B, N, 3] -> [N] or [B, N], computed in fp32 (fp64 for fp64 input), no gradient (as
@@ -329,9 +330,17 @@ def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None
     <= `fallback_elements`. `chunk_growth` trades padding for fewer chunks. `capped` (a quantile, or None)
     searches with blocks cut to that quantile of their sizes (`_Grid.search_capped`) instead. The defaults
     depend on the device: on a GPU each chunk costs host-side launches and syncs, not arithmetic, so the
-    search is capped and the chunks are larger there.
+    search is capped and the chunks are larger there. `method`: "grid" (this search), "tiles" (one Triton
+    kernel, `knn_tiles`, no host syncs; float32) or "auto": tiles on a CUDA device with Triton for non-float64
+    input, else grid.
     """
     _check(points, k)
+    if method == "auto":
+        method = "tiles" if tiles_available(points.device) and points.dtype != torch.float64 else "grid"
+    if method == "tiles":
+        return knn_mean_sq_dist_tiles(points, k)
+    if method != "grid":
+        raise OpenLSMError(f"method must be auto, grid or tiles, got {method!r}")
     gpu = points.device.type != "cpu"
     max_elements = max_elements or (1 << 26 if gpu else 1 << 22)
     growth = chunk_growth or (2.0 if gpu else 1.25)

@@ -1,0 +1,129 @@
+"""Exact kNN mean squared distances in one Triton kernel: Morton-sorted tiles, culled by their bounding boxes.
+
+The GPU path of `knn.knn_mean_sq_dist` (same contract, float32 arithmetic). The grid search there launches
+hundreds of small ops and reads sizes back to the host each pass; this is a sort, a few tensor ops and one
+kernel, with no host synchronisation.
+
+    d2 = knn_mean_sq_dist_tiles(points)         # CUDA points [N, 3] -> [N];  [B, N, 3] -> [B, N]
+
+Each sample's points are sorted along a Morton curve and cut into tiles of `block` points with their bounding
+boxes. One program per (query tile, sample) keeps every query's k smallest squared distances and visits the
+key tiles outward from its own along the curve (near tiles first, so the k-th distance drops fast). A key tile
+is skipped when no query of the tile is nearer to its box than to its current k-th candidate: every point of
+the tile is at least that far, so it cannot enter the k smallest and the result stays exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+from torch import Tensor
+
+from openlsm.models.lsm.serialization import interleave_bits
+
+MORTON_BITS = 10  # per axis: 2^30 curve cells are plenty for sorting tiles (ties only cost tile compactness)
+BLOCK = 64  # points per tile: queries per program and keys per visited tile
+
+
+def tiles_available(device: torch.device) -> bool:
+    """The kernel runs on CUDA devices where Triton is installed (it ships with CUDA builds of torch)."""
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+@functools.cache
+def _kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def knn_tiles_kernel(pts_ptr, boxes_ptr, n_valid_ptr, out_ptr, n_pad, n_tiles,
+                         K: tl.constexpr, KP: tl.constexpr, BLOCK: tl.constexpr):
+        tile = tl.program_id(0)
+        b = tl.program_id(1)
+        n_valid = tl.load(n_valid_ptr + b)
+        base = pts_ptr + b * n_pad * 3
+        lanes = tl.arange(0, BLOCK)
+        rows = tile * BLOCK + lanes
+        q_ok = rows < n_valid
+        qx = tl.load(base + rows * 3 + 0, mask=q_ok, other=0.0)
+        qy = tl.load(base + rows * 3 + 1, mask=q_ok, other=0.0)
+        qz = tl.load(base + rows * 3 + 2, mask=q_ok, other=0.0)
+        cols = tl.arange(0, KP)
+        # k kept distances per query (an unordered set); slots >= K hold -inf so that max() ignores them
+        best = tl.where(cols[None, :] < K, float("inf"), float("-inf")) + tl.zeros([BLOCK, KP], tl.float32)
+        worst = tl.where(q_ok, tl.max(best, 1), float("-inf"))  # [BLOCK]; padded queries never ask for a tile
+        for t in range(2 * n_tiles - 1):
+            step = (t + 1) // 2
+            j = tile + step * (2 * (t % 2) - 1)  # tile, tile + 1, tile - 1, tile + 2, ...
+            if (j >= 0) & (j < n_tiles):
+                box = boxes_ptr + (b * n_tiles + j) * 6
+                dx = tl.maximum(tl.maximum(tl.load(box + 0) - qx, qx - tl.load(box + 3)), 0.0)
+                dy = tl.maximum(tl.maximum(tl.load(box + 1) - qy, qy - tl.load(box + 4)), 0.0)
+                dz = tl.maximum(tl.maximum(tl.load(box + 2) - qz, qz - tl.load(box + 5)), 0.0)
+                near = (dx * dx + dy * dy + dz * dz) < worst
+                if tl.max(near.to(tl.int32), 0) > 0:
+                    keys = j * BLOCK + lanes
+                    k_ok = keys < n_valid
+                    kx = tl.load(base + keys * 3 + 0, mask=k_ok, other=0.0)
+                    ky = tl.load(base + keys * 3 + 1, mask=k_ok, other=0.0)
+                    kz = tl.load(base + keys * 3 + 2, mask=k_ok, other=0.0)
+                    ex = qx[:, None] - kx[None, :]
+                    ey = qy[:, None] - ky[None, :]
+                    ez = qz[:, None] - kz[None, :]
+                    d = ex * ex + ey * ey + ez * ez  # [BLOCK, BLOCK]
+                    d = tl.where(k_ok[None, :] & (rows[:, None] != keys[None, :]), d, float("inf"))
+                    for _ in tl.static_range(K):  # the tile's k smallest per query, each replacing the worst kept
+                        m, at = tl.min(d, 1, return_indices=True)
+                        slot = tl.argmax(best, 1)
+                        best = tl.where((cols[None, :] == slot[:, None]) & (m < worst)[:, None], m[:, None], best)
+                        worst = tl.where(q_ok, tl.max(best, 1), float("-inf"))
+                        d = tl.where(lanes[None, :] == at[:, None], float("inf"), d)
+        kept = (cols[None, :] < K) & (best < float("inf"))  # fewer than k other points: mean over those found
+        total = tl.sum(tl.where(kept, best, 0.0), 1)
+        count = tl.sum(kept.to(tl.float32), 1)
+        tl.store(out_ptr + b * n_pad + rows, tl.where(count > 0, total / tl.maximum(count, 1.0), 0.0), mask=q_ok)
+
+    return knn_tiles_kernel
+
+
+@torch.no_grad()
+def knn_mean_sq_dist_tiles(points: Tensor, k: int = 3, block: int = BLOCK) -> Tensor:
+    """Mean squared distance to the k nearest other points within each sample, as `knn_mean_sq_dist` (exact,
+    duplicates count, non-finite points get NaN and are nobody's neighbour), computed in float32."""
+    squeeze = points.ndim == 2
+    pts = (points[None] if squeeze else points).float()  # [B, N, 3]
+    b, n, _ = pts.shape
+    if b == 0 or n == 0:
+        return points.new_zeros(points.shape[:-1])
+    finite = torch.isfinite(pts).all(-1)  # [B, N]
+    n_valid = finite.sum(-1, dtype=torch.int32)  # [B]
+
+    # Sort each sample along a Morton curve over its finite points' box; non-finite points go last.
+    inf = torch.tensor(float("inf"), device=pts.device)
+    lo = torch.where(finite[..., None], pts, inf).amin(1, keepdim=True)  # [B, 1, 3]
+    hi = torch.where(finite[..., None], pts, -inf).amax(1, keepdim=True)
+    scale = (2 ** MORTON_BITS - 1) / (hi - lo).amax(-1, keepdim=True).clamp_min(1e-30)  # [B, 1, 1]
+    cells = ((torch.where(finite[..., None], pts, lo) - lo) * scale).clamp(0, 2 ** MORTON_BITS - 1).long()
+    codes = interleave_bits(cells.view(-1, 3), MORTON_BITS).view(b, n)
+    codes = torch.where(finite, codes, 1 << (3 * MORTON_BITS))
+    order = codes.argsort(-1)  # [B, N]
+
+    tiles = -(-n // block)
+    n_pad = tiles * block
+    sorted_pts = pts.new_zeros(b, n_pad, 3)
+    sorted_pts[:, :n] = torch.gather(pts, 1, order[..., None].expand(-1, -1, 3))
+    valid = torch.arange(n_pad, device=pts.device) < n_valid[:, None]  # [B, N_pad]
+    per_tile = sorted_pts.view(b, tiles, block, 3)
+    valid = valid.view(b, tiles, block, 1)
+    boxes = torch.cat([torch.where(valid, per_tile, inf).amin(2),
+                       torch.where(valid, per_tile, -inf).amax(2)], -1).contiguous()  # [B, T, 6]
+
+    out = pts.new_empty(b, n_pad)
+    kp = max(2, 1 << (k - 1).bit_length())
+    _kernel()[(tiles, b)](sorted_pts, boxes, n_valid, out, n_pad, tiles, K=k, KP=kp, BLOCK=block)
+    result = torch.full((b, n), float("nan"), device=pts.device).scatter_(
+        1, order, torch.where(valid.view(b, n_pad)[:, :n], out[:, :n], float("nan")))
+    result = result.to(points.dtype)
+    return result[0] if squeeze else result

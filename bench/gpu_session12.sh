@@ -5,6 +5,7 @@
 #             capped, tiles), then forwards alternating `--knn-method grid` and the default (tiles): the shipped
 #             `small` on the armchairs pair, random `small`, random `paper` bf16 with CUDA graphs and eager;
 #             a profile of the graphed `paper` bf16 forward.
+#   PART=tune: the tile kNN's tests and block sizes (bench/tune_knn_tiles.py).
 set -uo pipefail
 source bench/gpu_env.sh
 lsm() {  # label, then bench_lsm.py flags; runs grid then tiles
@@ -30,5 +31,10 @@ if [ "${PART:-knn}" = knn ]; then
   echo "elapsed $(elapsed) s"
   timeout 150 python3 bench/bench_lsm.py --device cuda --presets paper --dtype bf16 --iters 3 --cuda-graphs --profile \
     > "$OUT/profile_paper_bf16.txt" 2>&1
+  echo "elapsed $(elapsed) s"
+fi
+if [ "${PART:-knn}" = tune ]; then
+  python3 -m pytest -q -p no:cacheprovider tests/models/test_knn_tiles.py 2>&1 | tail -n 5 | tee "$OUT/tests.txt"
+  PYTHONPATH=$PYTHONPATH:bench python3 bench/tune_knn_tiles.py --iters 20 2>&1 | tail -n 30 | tee "$OUT/tune.jsonl"
   echo "elapsed $(elapsed) s"
 fi

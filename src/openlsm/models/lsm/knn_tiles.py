@@ -24,7 +24,9 @@ from torch import Tensor
 from openlsm.models.lsm.serialization import interleave_bits
 
 MORTON_BITS = 10  # per axis: 2^30 curve cells are plenty for sorting tiles (ties only cost tile compactness)
-BLOCK = 64  # points per tile: queries per program and keys per visited tile
+BLOCK_QUERIES = 64  # queries per program
+BLOCK_KEYS = 64  # points per key tile (and box)
+NUM_WARPS = 4
 
 
 def tiles_available(device: torch.device) -> bool:
@@ -39,48 +41,62 @@ def _kernel():
 
     @triton.jit
     def knn_tiles_kernel(pts_ptr, boxes_ptr, n_valid_ptr, out_ptr, n_pad, n_tiles,
-                         K: tl.constexpr, KP: tl.constexpr, BLOCK: tl.constexpr):
+                         K: tl.constexpr, KP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
+        inf = float("inf")
         tile = tl.program_id(0)
         b = tl.program_id(1)
         n_valid = tl.load(n_valid_ptr + b)
         base = pts_ptr + b * n_pad * 3
-        lanes = tl.arange(0, BLOCK)
-        rows = tile * BLOCK + lanes
+        rows = tile * BQ + tl.arange(0, BQ)
         q_ok = rows < n_valid
         qx = tl.load(base + rows * 3 + 0, mask=q_ok, other=0.0)
         qy = tl.load(base + rows * 3 + 1, mask=q_ok, other=0.0)
         qz = tl.load(base + rows * 3 + 2, mask=q_ok, other=0.0)
+        q_lo_x, q_hi_x = tl.min(tl.where(q_ok, qx, inf)), tl.max(tl.where(q_ok, qx, -inf))
+        q_lo_y, q_hi_y = tl.min(tl.where(q_ok, qy, inf)), tl.max(tl.where(q_ok, qy, -inf))
+        q_lo_z, q_hi_z = tl.min(tl.where(q_ok, qz, inf)), tl.max(tl.where(q_ok, qz, -inf))
         cols = tl.arange(0, KP)
+        lanes = tl.arange(0, BK)
         # k kept distances per query (an unordered set); slots >= K hold -inf so that max() ignores them
-        best = tl.where(cols[None, :] < K, float("inf"), float("-inf")) + tl.zeros([BLOCK, KP], tl.float32)
-        worst = tl.where(q_ok, tl.max(best, 1), float("-inf"))  # [BLOCK]; padded queries never ask for a tile
+        best = tl.where(cols[None, :] < K, inf, -inf) + tl.zeros([BQ, KP], tl.float32)
+        worst = tl.where(q_ok, tl.max(best, 1), -inf)  # [BQ]; padded queries never ask for a tile
+        bound = tl.max(worst)  # the tile's largest k-th distance: inf, or -inf when no query is valid
+        home = tile * BQ // BK  # the key tile holding the first query
         for t in range(2 * n_tiles - 1):
             step = (t + 1) // 2
-            j = tile + step * (2 * (t % 2) - 1)  # tile, tile + 1, tile - 1, tile + 2, ...
+            j = home + step * (2 * (t % 2) - 1)  # home, home + 1, home - 1, home + 2, ...
             if (j >= 0) & (j < n_tiles):
                 box = boxes_ptr + (b * n_tiles + j) * 6
-                dx = tl.maximum(tl.maximum(tl.load(box + 0) - qx, qx - tl.load(box + 3)), 0.0)
-                dy = tl.maximum(tl.maximum(tl.load(box + 1) - qy, qy - tl.load(box + 4)), 0.0)
-                dz = tl.maximum(tl.maximum(tl.load(box + 2) - qz, qz - tl.load(box + 5)), 0.0)
-                near = (dx * dx + dy * dy + dz * dz) < worst
-                if tl.max(near.to(tl.int32), 0) > 0:
-                    keys = j * BLOCK + lanes
-                    k_ok = keys < n_valid
-                    kx = tl.load(base + keys * 3 + 0, mask=k_ok, other=0.0)
-                    ky = tl.load(base + keys * 3 + 1, mask=k_ok, other=0.0)
-                    kz = tl.load(base + keys * 3 + 2, mask=k_ok, other=0.0)
-                    ex = qx[:, None] - kx[None, :]
-                    ey = qy[:, None] - ky[None, :]
-                    ez = qz[:, None] - kz[None, :]
-                    d = ex * ex + ey * ey + ez * ez  # [BLOCK, BLOCK]
-                    d = tl.where(k_ok[None, :] & (rows[:, None] != keys[None, :]), d, float("inf"))
-                    for _ in tl.static_range(K):  # the tile's k smallest per query, each replacing the worst kept
-                        m, at = tl.min(d, 1, return_indices=True)
-                        slot = tl.argmax(best, 1)
-                        best = tl.where((cols[None, :] == slot[:, None]) & (m < worst)[:, None], m[:, None], best)
-                        worst = tl.where(q_ok, tl.max(best, 1), float("-inf"))
-                        d = tl.where(lanes[None, :] == at[:, None], float("inf"), d)
-        kept = (cols[None, :] < K) & (best < float("inf"))  # fewer than k other points: mean over those found
+                k_lo_x, k_lo_y, k_lo_z = tl.load(box + 0), tl.load(box + 1), tl.load(box + 2)
+                k_hi_x, k_hi_y, k_hi_z = tl.load(box + 3), tl.load(box + 4), tl.load(box + 5)
+                # box-to-box gap first (scalars only): most tiles stop here
+                gx = tl.maximum(tl.maximum(k_lo_x - q_hi_x, q_lo_x - k_hi_x), 0.0)
+                gy = tl.maximum(tl.maximum(k_lo_y - q_hi_y, q_lo_y - k_hi_y), 0.0)
+                gz = tl.maximum(tl.maximum(k_lo_z - q_hi_z, q_lo_z - k_hi_z), 0.0)
+                if gx * gx + gy * gy + gz * gz < bound:
+                    dx = tl.maximum(tl.maximum(k_lo_x - qx, qx - k_hi_x), 0.0)
+                    dy = tl.maximum(tl.maximum(k_lo_y - qy, qy - k_hi_y), 0.0)
+                    dz = tl.maximum(tl.maximum(k_lo_z - qz, qz - k_hi_z), 0.0)
+                    near = (dx * dx + dy * dy + dz * dz) < worst
+                    if tl.max(near.to(tl.int32), 0) > 0:
+                        keys = j * BK + lanes
+                        k_ok = keys < n_valid
+                        kx = tl.load(base + keys * 3 + 0, mask=k_ok, other=0.0)
+                        ky = tl.load(base + keys * 3 + 1, mask=k_ok, other=0.0)
+                        kz = tl.load(base + keys * 3 + 2, mask=k_ok, other=0.0)
+                        ex = qx[:, None] - kx[None, :]
+                        ey = qy[:, None] - ky[None, :]
+                        ez = qz[:, None] - kz[None, :]
+                        d = ex * ex + ey * ey + ez * ez  # [BQ, BK]
+                        d = tl.where(k_ok[None, :] & (rows[:, None] != keys[None, :]), d, inf)
+                        for _ in tl.static_range(K):  # the tile's k smallest per query, each replacing the worst kept
+                            m, at = tl.min(d, 1, return_indices=True)
+                            slot = tl.argmax(best, 1)
+                            best = tl.where((cols[None, :] == slot[:, None]) & (m < worst)[:, None], m[:, None], best)
+                            worst = tl.where(q_ok, tl.max(best, 1), -inf)
+                            d = tl.where(lanes[None, :] == at[:, None], inf, d)
+                        bound = tl.max(worst)
+        kept = (cols[None, :] < K) & (best < inf)  # fewer than k other points: mean over those found
         total = tl.sum(tl.where(kept, best, 0.0), 1)
         count = tl.sum(kept.to(tl.float32), 1)
         tl.store(out_ptr + b * n_pad + rows, tl.where(count > 0, total / tl.maximum(count, 1.0), 0.0), mask=q_ok)
@@ -89,7 +105,8 @@ def _kernel():
 
 
 @torch.no_grad()
-def knn_mean_sq_dist_tiles(points: Tensor, k: int = 3, block: int = BLOCK) -> Tensor:
+def knn_mean_sq_dist_tiles(points: Tensor, k: int = 3, block_queries: int = BLOCK_QUERIES,
+                           block_keys: int = BLOCK_KEYS, num_warps: int = NUM_WARPS) -> Tensor:
     """Mean squared distance to the k nearest other points within each sample, as `knn_mean_sq_dist` (exact,
     duplicates count, non-finite points get NaN and are nobody's neighbour), computed in float32."""
     squeeze = points.ndim == 2
@@ -110,19 +127,21 @@ def knn_mean_sq_dist_tiles(points: Tensor, k: int = 3, block: int = BLOCK) -> Te
     codes = torch.where(finite, codes, 1 << (3 * MORTON_BITS))
     order = codes.argsort(-1)  # [B, N]
 
-    tiles = -(-n // block)
-    n_pad = tiles * block
+    block = max(block_queries, block_keys)
+    n_pad = -(-n // block) * block
+    tiles = n_pad // block_keys
     sorted_pts = pts.new_zeros(b, n_pad, 3)
     sorted_pts[:, :n] = torch.gather(pts, 1, order[..., None].expand(-1, -1, 3))
     valid = torch.arange(n_pad, device=pts.device) < n_valid[:, None]  # [B, N_pad]
-    per_tile = sorted_pts.view(b, tiles, block, 3)
-    valid = valid.view(b, tiles, block, 1)
+    per_tile = sorted_pts.view(b, tiles, block_keys, 3)
+    valid = valid.view(b, tiles, block_keys, 1)
     boxes = torch.cat([torch.where(valid, per_tile, inf).amin(2),
                        torch.where(valid, per_tile, -inf).amax(2)], -1).contiguous()  # [B, T, 6]
 
     out = pts.new_empty(b, n_pad)
     kp = max(2, 1 << (k - 1).bit_length())
-    _kernel()[(tiles, b)](sorted_pts, boxes, n_valid, out, n_pad, tiles, K=k, KP=kp, BLOCK=block)
+    _kernel()[(n_pad // block_queries, b)](sorted_pts, boxes, n_valid, out, n_pad, tiles, K=k, KP=kp,
+                                           BQ=block_queries, BK=block_keys, num_warps=num_warps)
     result = torch.full((b, n), float("nan"), device=pts.device).scatter_(
         1, order, torch.where(valid.view(b, n_pad)[:, :n], out[:, :n], float("nan")))
     result = result.to(points.dtype)

@@ -76,7 +76,7 @@ def bench_knn(a, dev, sync):
                "grid_ms": round(1000 * t, 1)}
         searches = {"grouped": {"method": "grid", "capped": None},
                     "capped": {"method": "grid", "capped": knn_module.CAPPED_QUANTILE}}
-        if knn_module.tiles_available(dev):
+        if knn_module.knn_tiles.tiles_available(dev):
             searches["tiles"] = {"method": "tiles"}
         for search, kwargs in searches.items():
             tp, d2p = timed(lambda: knn_module.knn_mean_sq_dist(pts, **kwargs), a.iters, sync)  # noqa: B023

@@ -206,3 +206,25 @@ def test_gpu_defaults_match_the_cpu():
         got = knn_mean_sq_dist(pts.cuda())
         _same(got, pts.cuda())
         torch.testing.assert_close(got.cpu(), knn_mean_sq_dist(pts), rtol=1e-6, atol=0)
+
+
+def test_auto_falls_back_to_the_grid_when_the_tile_kernel_fails(monkeypatch):
+    """Where the Triton kernel cannot run (e.g. an older Triton), "auto" warns once and gives the grid's answer."""
+    from openlsm.models.lsm import knn_tiles
+
+    calls = []
+
+    def broken(points, k):
+        calls.append(1)
+        raise RuntimeError("no such Triton feature")
+
+    monkeypatch.setattr(knn_tiles, "_failures", [])
+    monkeypatch.setattr(knn_tiles, "tiles_available", lambda device: not knn_tiles._failures)  # as on a GPU
+    monkeypatch.setattr(knn_tiles, "knn_mean_sq_dist_tiles", broken)
+    pts = _clustered(21, 800)
+    with pytest.warns(RuntimeWarning, match="grid search"):
+        first = knn_mean_sq_dist(pts)
+    second = knn_mean_sq_dist(pts)  # no second try, no second warning
+    assert len(calls) == 1 and len(knn_tiles._failures) == 1
+    _same(first, pts)
+    assert torch.equal(first, second)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from openlsm.errors import OpenLSMError
-from openlsm.models.lsm.knn_tiles import knn_mean_sq_dist_tiles, tiles_available
+from openlsm.models.lsm import knn_tiles
 
 TARGET_OCCUPANCY = 6.0  # points a point shares its cell with, on average (sets the cell size; 6 settles more
 # queries in the first 27-cell pass than 4 on trained point maps)
@@ -332,13 +332,18 @@ def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None
     depend on the device: on a GPU each chunk costs host-side launches and syncs, not arithmetic, so the
     search is capped and the chunks are larger there. `method`: "grid" (this search), "tiles" (one Triton
     kernel, `knn_tiles`, no host syncs; float32) or "auto": tiles on a CUDA device with Triton for non-float64
-    input, else grid.
+    input (falling back to grid, with one warning, should the kernel fail there), else grid.
     """
     _check(points, k)
     if method == "auto":
-        method = "tiles" if tiles_available(points.device) and points.dtype != torch.float64 else "grid"
+        if knn_tiles.tiles_available(points.device) and points.dtype != torch.float64:
+            try:
+                return knn_tiles.knn_mean_sq_dist_tiles(points, k)
+            except Exception as err:  # noqa: BLE001 - e.g. an older Triton: the grid search still gives the answer
+                knn_tiles.disable_tiles(err)
+        method = "grid"
     if method == "tiles":
-        return knn_mean_sq_dist_tiles(points, k)
+        return knn_tiles.knn_mean_sq_dist_tiles(points, k)
     if method != "grid":
         raise OpenLSMError(f"method must be auto, grid or tiles, got {method!r}")
     gpu = points.device.type != "cpu"

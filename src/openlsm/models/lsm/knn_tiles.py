@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 
 import torch
 from torch import Tensor
@@ -29,9 +30,21 @@ BLOCK_KEYS = 64  # points per key tile (and box)
 NUM_WARPS = 4
 
 
+_failures: list[str] = []  # the kernel's first error in this process (then "auto" stops choosing it)
+
+
 def tiles_available(device: torch.device) -> bool:
-    """The kernel runs on CUDA devices where Triton is installed (it ships with CUDA builds of torch)."""
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    """The kernel runs on CUDA devices where Triton is installed (it ships with CUDA builds of torch), unless
+    it failed before in this process."""
+    return device.type == "cuda" and not _failures and importlib.util.find_spec("triton") is not None
+
+
+def disable_tiles(err: Exception) -> None:
+    """Record a failure of the kernel (e.g. a Triton too old for it) and warn once."""
+    if not _failures:
+        warnings.warn(f"Triton kNN kernel failed ({type(err).__name__}: {err}); using the grid search instead",
+                      RuntimeWarning, stacklevel=3)
+    _failures.append(f"{type(err).__name__}: {err}")
 
 
 @functools.cache

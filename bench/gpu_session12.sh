@@ -5,7 +5,8 @@
 #             capped, tiles), then forwards alternating `--knn-method grid` and the default (tiles): the shipped
 #             `small` on the armchairs pair, random `small`, random `paper` bf16 with CUDA graphs and eager;
 #             a profile of the graphed `paper` bf16 forward.
-#   PART=tune: the tile kNN's tests and block sizes (bench/tune_knn_tiles.py).
+#             With TUNE=1 also the tile kNN's block sizes (bench/tune_knn_tiles.py) after the kNN alone.
+#   PART=tune: the tile kNN's tests and block sizes only.
 set -uo pipefail
 source bench/gpu_env.sh
 lsm() {  # label, then bench_lsm.py flags; runs grid then tiles
@@ -20,6 +21,8 @@ if [ "${PART:-knn}" = knn ]; then
   python3 -m pytest -q -p no:cacheprovider tests/models/test_knn.py tests/models/test_knn_tiles.py \
     tests/models/test_gaussian_head.py 2>&1 | tail -n 15 | tee "$OUT/tests.txt"
   python3 bench/bench_lsm.py --knn --device cuda --iters 20 2>&1 | grep '^{' | tee "$OUT/knn.jsonl"
+  [ "${TUNE:-0}" = 1 ] && PYTHONPATH=$PYTHONPATH:bench python3 bench/tune_knn_tiles.py --iters 20 2>&1 | tail -n 30 |
+    tee "$OUT/tune.jsonl"
   echo "elapsed $(elapsed) s"
   for round in 1 2; do
     lsm shipped_small --checkpoint src/openlsm/weights/lsm_small --iters 10

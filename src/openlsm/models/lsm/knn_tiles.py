@@ -24,7 +24,7 @@ from torch import Tensor
 
 from openlsm.models.lsm.serialization import interleave_bits
 
-MORTON_BITS = 10  # per axis: 2^30 curve cells are plenty for sorting tiles (ties only cost tile compactness)
+MORTON_BITS = 16  # per axis: fine enough that a tile of a dense cluster stays compact (ties cost only that)
 BLOCK_QUERIES = 64  # queries per program
 BLOCK_KEYS = 64  # points per key tile (and box)
 NUM_WARPS = 4
@@ -131,7 +131,7 @@ def knn_mean_sq_dist_tiles(points: Tensor, k: int = 3, block_queries: int = BLOC
     n_valid = finite.sum(-1, dtype=torch.int32)  # [B]
 
     # Sort each sample along a Morton curve over its finite points' box; non-finite points go last.
-    inf = torch.tensor(float("inf"), device=pts.device)
+    inf = float("inf")
     lo = torch.where(finite[..., None], pts, inf).amin(1, keepdim=True)  # [B, 1, 3]
     hi = torch.where(finite[..., None], pts, -inf).amax(1, keepdim=True)
     scale = (2 ** MORTON_BITS - 1) / (hi - lo).amax(-1, keepdim=True).clamp_min(1e-30)  # [B, 1, 1]

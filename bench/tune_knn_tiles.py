@@ -17,8 +17,9 @@ from openlsm.models.lsm import LSM, LSMConfig
 from openlsm.models.lsm.knn import knn_mean_sq_dist
 from openlsm.models.lsm.knn_tiles import knn_mean_sq_dist_tiles
 
-CONFIGS = [(64, 64, 4), (64, 64, 2), (128, 64, 4), (128, 128, 4), (128, 128, 8), (64, 32, 2), (32, 32, 1),
-           (128, 32, 4), (256, 64, 8)]
+CONFIGS = [  # block_queries, block_keys, num_warps, box_chunk
+    (64, 64, 4, 16), (64, 64, 4, 1), (64, 64, 4, 32), (64, 64, 2, 16), (128, 64, 4, 16), (128, 128, 4, 16),
+    (128, 128, 8, 16), (64, 32, 2, 32), (32, 32, 1, 32), (128, 32, 4, 32), (32, 64, 2, 16)]
 
 
 def main():
@@ -36,9 +37,10 @@ def main():
     for name, pts in clouds.items():
         pts = pts.cuda()
         ref = knn_mean_sq_dist(pts, method="grid")
-        for bq, bk, warps in CONFIGS:
-            t, d2 = timed(lambda: knn_mean_sq_dist_tiles(pts, 3, bq, bk, warps), a.iters, sync)  # noqa: B023
+        for bq, bk, warps, chunk in CONFIGS:
+            t, d2 = timed(lambda: knn_mean_sq_dist_tiles(pts, 3, bq, bk, warps, chunk), a.iters, sync)  # noqa: B023
             print(json.dumps({"cloud": name, "block_queries": bq, "block_keys": bk, "num_warps": warps,
+                              "box_chunk": chunk,
                               "ms": round(1000 * t, 2),
                               "max_rel_diff": float(((d2 - ref).abs() / ref.clamp_min(1e-30)).max())}), flush=True)
 

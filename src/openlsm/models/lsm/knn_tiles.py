@@ -28,6 +28,7 @@ MORTON_BITS = 16  # per axis: fine enough that a tile of a dense cluster stays c
 BLOCK_QUERIES = 64  # queries per program
 BLOCK_KEYS = 64  # points per key tile (and box)
 NUM_WARPS = 4
+BOX_CHUNK = 16  # key tiles whose boxes are tested at once before any is visited
 
 
 _failures: list[str] = []  # the kernel's first error in this process (then "auto" stops choosing it)
@@ -54,7 +55,8 @@ def _kernel():
 
     @triton.jit
     def knn_tiles_kernel(pts_ptr, boxes_ptr, n_valid_ptr, out_ptr, n_pad, n_tiles,
-                         K: tl.constexpr, KP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
+                         K: tl.constexpr, KP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
+                         BC: tl.constexpr):
         inf = float("inf")
         tile = tl.program_id(0)
         b = tl.program_id(1)
@@ -74,41 +76,57 @@ def _kernel():
         best = tl.where(cols[None, :] < K, inf, -inf) + tl.zeros([BQ, KP], tl.float32)
         worst = tl.where(q_ok, tl.max(best, 1), -inf)  # [BQ]; padded queries never ask for a tile
         bound = tl.max(worst)  # the tile's largest k-th distance: inf, or -inf when no query is valid
-        home = tile * BQ // BK  # the key tile holding the first query
-        for t in range(2 * n_tiles - 1):
+        boxes = boxes_ptr + b * 6 * n_tiles  # [6, T]: lo x, y, z, hi x, y, z of each key tile
+        home = tile * BQ // BK // BC  # the chunk of BC key tiles holding the first query
+        n_chunks = tl.cdiv(n_tiles, BC)
+        for t in range(2 * n_chunks - 1):
             step = (t + 1) // 2
-            j = home + step * (2 * (t % 2) - 1)  # home, home + 1, home - 1, home + 2, ...
-            if (j >= 0) & (j < n_tiles):
-                box = boxes_ptr + (b * n_tiles + j) * 6
-                k_lo_x, k_lo_y, k_lo_z = tl.load(box + 0), tl.load(box + 1), tl.load(box + 2)
-                k_hi_x, k_hi_y, k_hi_z = tl.load(box + 3), tl.load(box + 4), tl.load(box + 5)
-                # box-to-box gap first (scalars only): most tiles stop here
-                gx = tl.maximum(tl.maximum(k_lo_x - q_hi_x, q_lo_x - k_hi_x), 0.0)
-                gy = tl.maximum(tl.maximum(k_lo_y - q_hi_y, q_lo_y - k_hi_y), 0.0)
-                gz = tl.maximum(tl.maximum(k_lo_z - q_hi_z, q_lo_z - k_hi_z), 0.0)
-                if gx * gx + gy * gy + gz * gz < bound:
-                    dx = tl.maximum(tl.maximum(k_lo_x - qx, qx - k_hi_x), 0.0)
-                    dy = tl.maximum(tl.maximum(k_lo_y - qy, qy - k_hi_y), 0.0)
-                    dz = tl.maximum(tl.maximum(k_lo_z - qz, qz - k_hi_z), 0.0)
-                    near = (dx * dx + dy * dy + dz * dz) < worst
-                    if tl.max(near.to(tl.int32), 0) > 0:
-                        keys = j * BK + lanes
-                        k_ok = keys < n_valid
-                        kx = tl.load(base + keys * 3 + 0, mask=k_ok, other=0.0)
-                        ky = tl.load(base + keys * 3 + 1, mask=k_ok, other=0.0)
-                        kz = tl.load(base + keys * 3 + 2, mask=k_ok, other=0.0)
-                        ex = qx[:, None] - kx[None, :]
-                        ey = qy[:, None] - ky[None, :]
-                        ez = qz[:, None] - kz[None, :]
-                        d = ex * ex + ey * ey + ez * ez  # [BQ, BK]
-                        d = tl.where(k_ok[None, :] & (rows[:, None] != keys[None, :]), d, inf)
-                        for _ in tl.static_range(K):  # the tile's k smallest per query, each replacing the worst kept
-                            m, at = tl.min(d, 1, return_indices=True)
-                            slot = tl.argmax(best, 1)
-                            best = tl.where((cols[None, :] == slot[:, None]) & (m < worst)[:, None], m[:, None], best)
-                            worst = tl.where(q_ok, tl.max(best, 1), -inf)
-                            d = tl.where(lanes[None, :] == at[:, None], inf, d)
-                        bound = tl.max(worst)
+            chunk = home + step * (2 * (t % 2) - 1)  # home, home + 1, home - 1, home + 2, ...
+            if (chunk >= 0) & (chunk < n_chunks):
+                # box-to-box gaps of the chunk's tiles at once (vectors of BC); most chunks stop here
+                ids = chunk * BC + tl.arange(0, BC)
+                ok = ids < n_tiles
+                gx = tl.maximum(tl.maximum(tl.load(boxes + ids, mask=ok, other=inf) - q_hi_x,
+                                           q_lo_x - tl.load(boxes + 3 * n_tiles + ids, mask=ok, other=-inf)), 0.0)
+                gy = tl.maximum(tl.maximum(tl.load(boxes + n_tiles + ids, mask=ok, other=inf) - q_hi_y,
+                                           q_lo_y - tl.load(boxes + 4 * n_tiles + ids, mask=ok, other=-inf)), 0.0)
+                gz = tl.maximum(tl.maximum(tl.load(boxes + 2 * n_tiles + ids, mask=ok, other=inf) - q_hi_z,
+                                           q_lo_z - tl.load(boxes + 5 * n_tiles + ids, mask=ok, other=-inf)), 0.0)
+                if tl.min(gx * gx + gy * gy + gz * gz) < bound:
+                    for c in range(BC):
+                        j = chunk * BC + c
+                        if j < n_tiles:
+                            k_lo_x, k_lo_y = tl.load(boxes + j), tl.load(boxes + n_tiles + j)
+                            k_lo_z, k_hi_x = tl.load(boxes + 2 * n_tiles + j), tl.load(boxes + 3 * n_tiles + j)
+                            k_hi_y, k_hi_z = tl.load(boxes + 4 * n_tiles + j), tl.load(boxes + 5 * n_tiles + j)
+                            # the tile's gap again (the bound may have dropped), then each query's distance
+                            hx = tl.maximum(tl.maximum(k_lo_x - q_hi_x, q_lo_x - k_hi_x), 0.0)
+                            hy = tl.maximum(tl.maximum(k_lo_y - q_hi_y, q_lo_y - k_hi_y), 0.0)
+                            hz = tl.maximum(tl.maximum(k_lo_z - q_hi_z, q_lo_z - k_hi_z), 0.0)
+                            if hx * hx + hy * hy + hz * hz < bound:
+                                dx = tl.maximum(tl.maximum(k_lo_x - qx, qx - k_hi_x), 0.0)
+                                dy = tl.maximum(tl.maximum(k_lo_y - qy, qy - k_hi_y), 0.0)
+                                dz = tl.maximum(tl.maximum(k_lo_z - qz, qz - k_hi_z), 0.0)
+                                near = (dx * dx + dy * dy + dz * dz) < worst
+                                if tl.max(near.to(tl.int32), 0) > 0:
+                                    keys = j * BK + lanes
+                                    k_ok = keys < n_valid
+                                    kx = tl.load(base + keys * 3 + 0, mask=k_ok, other=0.0)
+                                    ky = tl.load(base + keys * 3 + 1, mask=k_ok, other=0.0)
+                                    kz = tl.load(base + keys * 3 + 2, mask=k_ok, other=0.0)
+                                    ex = qx[:, None] - kx[None, :]
+                                    ey = qy[:, None] - ky[None, :]
+                                    ez = qz[:, None] - kz[None, :]
+                                    d = ex * ex + ey * ey + ez * ez  # [BQ, BK]
+                                    d = tl.where(k_ok[None, :] & (rows[:, None] != keys[None, :]), d, inf)
+                                    for _ in tl.static_range(K):  # the tile's k smallest, each replacing the worst
+                                        m, at = tl.min(d, 1, return_indices=True)
+                                        slot = tl.argmax(best, 1)
+                                        best = tl.where((cols[None, :] == slot[:, None]) & (m < worst)[:, None],
+                                                        m[:, None], best)
+                                        worst = tl.where(q_ok, tl.max(best, 1), -inf)
+                                        d = tl.where(lanes[None, :] == at[:, None], inf, d)
+                                    bound = tl.max(worst)
         kept = (cols[None, :] < K) & (best < inf)  # fewer than k other points: mean over those found
         total = tl.sum(tl.where(kept, best, 0.0), 1)
         count = tl.sum(kept.to(tl.float32), 1)
@@ -119,7 +137,8 @@ def _kernel():
 
 @torch.no_grad()
 def knn_mean_sq_dist_tiles(points: Tensor, k: int = 3, block_queries: int = BLOCK_QUERIES,
-                           block_keys: int = BLOCK_KEYS, num_warps: int = NUM_WARPS) -> Tensor:
+                           block_keys: int = BLOCK_KEYS, num_warps: int = NUM_WARPS,
+                           box_chunk: int = BOX_CHUNK) -> Tensor:
     """Mean squared distance to the k nearest other points within each sample, as `knn_mean_sq_dist` (exact,
     duplicates count, non-finite points get NaN and are nobody's neighbour), computed in float32."""
     squeeze = points.ndim == 2
@@ -149,12 +168,12 @@ def knn_mean_sq_dist_tiles(points: Tensor, k: int = 3, block_queries: int = BLOC
     per_tile = sorted_pts.view(b, tiles, block_keys, 3)
     valid = valid.view(b, tiles, block_keys, 1)
     boxes = torch.cat([torch.where(valid, per_tile, inf).amin(2),
-                       torch.where(valid, per_tile, -inf).amax(2)], -1).contiguous()  # [B, T, 6]
+                       torch.where(valid, per_tile, -inf).amax(2)], -1).transpose(1, 2).contiguous()  # [B, 6, T]
 
     out = pts.new_empty(b, n_pad)
     kp = max(2, 1 << (k - 1).bit_length())
     _kernel()[(n_pad // block_queries, b)](sorted_pts, boxes, n_valid, out, n_pad, tiles, K=k, KP=kp,
-                                           BQ=block_queries, BK=block_keys, num_warps=num_warps)
+                                           BQ=block_queries, BK=block_keys, BC=box_chunk, num_warps=num_warps)
     result = torch.full((b, n), float("nan"), device=pts.device).scatter_(
         1, order, torch.where(valid.view(b, n_pad)[:, :n], out[:, :n], float("nan")))
     result = result.to(points.dtype)

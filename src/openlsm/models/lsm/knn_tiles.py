@@ -25,10 +25,11 @@ from torch import Tensor
 from openlsm.models.lsm.serialization import interleave_bits
 
 MORTON_BITS = 16  # per axis: fine enough that a tile of a dense cluster stays compact (ties cost only that)
-BLOCK_QUERIES = 64  # queries per program
-BLOCK_KEYS = 64  # points per key tile (and box)
-NUM_WARPS = 4
-BOX_CHUNK = 16  # key tiles whose boxes are tested at once before any is visited
+# Tuned on an H100 (bench/tune_knn_tiles.py; docs/benchmarks.md, session 12): small tiles have tight boxes
+BLOCK_QUERIES = 32  # queries per program
+BLOCK_KEYS = 32  # points per key tile (and box)
+NUM_WARPS = 1
+BOX_CHUNK = 32  # key tiles whose boxes are tested at once before any is visited
 
 
 _failures: list[str] = []  # the kernel's first error in this process (then "auto" stops choosing it)

@@ -1,6 +1,8 @@
 """Count the PyTorch ops (dispatcher calls) of one LSM forward per stage, on the CPU but along the GPU's code path
 (im2col sparse conv, unchunked point-transformer blocks, capped kNN search): on a GPU an eager forward is bound by
-how many ops it launches, not by their arithmetic, so this is a CPU-side proxy for the host time there.
+how many ops it launches, not by their arithmetic, so this is a CPU-side proxy for the host time there. Since
+session 12 a GPU with Triton runs the kNN as one kernel (`knn_tiles`: a sort and a few dozen ops) instead of the
+capped grid search counted here, which is still its `method="grid"` and fallback.
 
     python bench/count_ops.py                       # shipped weights, bundled armchairs pair, 256²
     python bench/count_ops.py --functions           # also per point-transformer function

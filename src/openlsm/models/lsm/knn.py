@@ -14,7 +14,7 @@ are (2R+1)^2 contiguous runs of the sorted points, found by `searchsorted`. Ever
 farther than the query's distance to the block's faces (>= R h), so a query whose k-th candidate is nearer
 has its exact answer. Unsettled queries are searched with R = 2, then on grids 4x coarser (sparse regions,
 outliers), and the last few go to the all-pairs path. 131,072 points of a point map take ~0.1-0.3 s on 2 CPU
-cores (the all-pairs path: ~60 s).
+cores (the all-pairs path: ~60 s). On a CUDA device with Triton, `knn_tiles` (one kernel) is used instead.
 """
 
 from __future__ import annotations

@@ -6,11 +6,13 @@ kernel, with no host synchronisation.
 
     d2 = knn_mean_sq_dist_tiles(points)         # CUDA points [N, 3] -> [N];  [B, N, 3] -> [B, N]
 
-Each sample's points are sorted along a Morton curve and cut into tiles of `block` points with their bounding
-boxes. One program per (query tile, sample) keeps every query's k smallest squared distances and visits the
-key tiles outward from its own along the curve (near tiles first, so the k-th distance drops fast). A key tile
-is skipped when no query of the tile is nearer to its box than to its current k-th candidate: every point of
-the tile is at least that far, so it cannot enter the k smallest and the result stays exact.
+Each sample's points are sorted along a Morton curve and cut into key tiles with their bounding boxes. One
+program per (query tile, sample) keeps every query's k smallest squared distances and visits the key tiles
+outward from its own along the curve, in chunks of tiles (near tiles first, so the k-th distances drop fast).
+A key tile is skipped when the gap between its box and the query tile's box is at least the largest k-th
+distance of the tile's queries (tested for a whole chunk of boxes at once, then per tile), or else when no query
+is nearer to its box than to its own k-th candidate: every point of the tile is at least that far, so it cannot
+enter the k smallest and the result stays exact. Ties in distance do not change the k smallest values.
 """
 
 from __future__ import annotations

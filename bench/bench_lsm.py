@@ -29,6 +29,7 @@ from openlsm.models.lsm import LSM, LSMConfig
 from openlsm.models.lsm import gaussian_head as head_module
 from openlsm.models.lsm import knn as knn_module
 from openlsm.reconstruct import as_prepared, load_lsm
+from openlsm.runtime import keep_freed_memory
 
 
 def room_point_maps(size: int = 256) -> torch.Tensor:
@@ -114,8 +115,12 @@ def main():
     p.add_argument("--checkpoint", default=None, help="trained weights (then the input is the armchairs pair)")
     p.add_argument("--knn-capped", default="auto", help='grid kNN search: "auto", "none" or a quantile')
     p.add_argument("--knn-method", default="auto", help='kNN: "auto", "grid" or "tiles"')
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep: glibc reuses freed memory, as the CLI sets it (openlsm.runtime.keep_freed_memory)")
     p.add_argument("--knn-bruteforce", action="store_true", help="with --knn: also the all-pairs path (slow)")
     a = p.parse_args()
+    if a.malloc == "keep":
+        keep_freed_memory()
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -202,7 +207,7 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
     def med(xs):
         return sorted(xs)[len(xs) // 2]
 
-    res = {"bench": "lsm", "preset": a.checkpoint or preset, "knn_capped": a.knn_capped, "knn_method": a.knn_method,
+    res = {"bench": "lsm", "preset": a.checkpoint or preset, "knn_capped": a.knn_capped, "knn_method": a.knn_method, "malloc": a.malloc,
            "device": device_name(dev), "dtype": a.dtype, "size": a.size,
            "params": sum(p.numel() for p in model.parameters()), "gaussians": out.gaussians.means.shape[1],
            "total_ms": round(1000 * med(totals[1:]), 1),

@@ -22,6 +22,7 @@ _LAZY = {
     "Cameras": ("openlsm.cameras", "Cameras"),
     "Gaussians": ("openlsm.gaussians", "Gaussians"),
     "OpenLSMError": ("openlsm.errors", "OpenLSMError"),
+    "keep_freed_memory": ("openlsm.runtime", "keep_freed_memory"),
 }
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "OpenLSMError",
     "Scene",
     "__version__",
+    "keep_freed_memory",
     "load_image",
     "load_images",
     "load_lsm",

@@ -33,6 +33,9 @@ def _commands() -> dict[str, type]:
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
+    from .. import runtime
+
+    runtime.keep_freed_memory()  # CPU forwards: reuse freed tensor memory instead of page-faulting on new maps
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = tyro.extras.subcommand_cli_from_dict(_commands(), args=argv, prog="openlsm")

@@ -17,6 +17,7 @@ import torch
 from openlsm.cameras import Cameras, look_at, unproject_depth
 from openlsm.gaussians import Gaussians, rgb_to_sh0
 from openlsm.render import render
+from openlsm.runtime import keep_freed_memory
 
 
 def pixel_aligned_scene(res: int = 256, feature_dim: int = 64, seed: int = 0,
@@ -90,9 +91,13 @@ def main():
                    "from its first camera instead of the synthetic wall")
     p.add_argument("--sh-degree", type=int, default=0, help="SH degree of the synthetic wall")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep: glibc reuses freed memory, as the CLI sets it (openlsm.runtime.keep_freed_memory)")
     p.add_argument("--cpu-time", action="store_true", help="report process CPU time instead of wall time "
                    "(robust when other jobs share the CPU)")
     a = p.parse_args()
+    if a.malloc == "keep":
+        keep_freed_memory()
     if a.threads:
         torch.set_num_threads(a.threads)
     clock = time.process_time if a.cpu_time else time.perf_counter
@@ -135,7 +140,7 @@ def main():
         t_fwd = timed(fwd, device, a.repeat, clock, a.warmup)
         res = {"bench": "render", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
                f"cpu x{torch.get_num_threads()}", "backend": a.backend, "gaussians": len(g), "size": size,
-               "features": a.features, "gsplat_rasterization": a.gsplat_rasterization, "scene": a.scene, "clock": clock.__name__,
+               "features": a.features, "gsplat_rasterization": a.gsplat_rasterization, "scene": a.scene, "malloc": a.malloc, "clock": clock.__name__,
                "cameras": a.cameras, "sh_degree": a.sh_degree, "warmup": a.warmup, "repeat": a.repeat, "tile": a.tile, "feature_pass": a.feature_pass,
                "forward_s": round(t_fwd, 5), "fps": round(a.cameras / t_fwd, 1)}
         if a.backward:

@@ -17,6 +17,7 @@ enter the k smallest and the result stays exact. Ties in distance do not change 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import warnings
@@ -175,8 +176,10 @@ def knn_mean_sq_dist_tiles(points: Tensor, k: int = 3, block_queries: int = BLOC
 
     out = pts.new_empty(b, n_pad)
     kp = max(2, 1 << (k - 1).bit_length())
-    _kernel()[(n_pad // block_queries, b)](sorted_pts, boxes, n_valid, out, n_pad, tiles, K=k, KP=kp,
-                                           BQ=block_queries, BK=block_keys, BC=box_chunk, num_warps=num_warps)
+    # Triton launches on the current CUDA device: make it the points' (e.g. cuda:1 without set_device)
+    with torch.cuda.device(pts.device) if pts.is_cuda else contextlib.nullcontext():
+        _kernel()[(n_pad // block_queries, b)](sorted_pts, boxes, n_valid, out, n_pad, tiles, K=k, KP=kp,
+                                               BQ=block_queries, BK=block_keys, BC=box_chunk, num_warps=num_warps)
     result = torch.full((b, n), float("nan"), device=pts.device).scatter_(
         1, order, torch.where(valid.view(b, n_pad)[:, :n], out[:, :n], float("nan")))
     result = result.to(points.dtype)

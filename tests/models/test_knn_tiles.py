@@ -1,5 +1,5 @@
 """Triton tile kNN (the GPU's default): equal to the all-pairs reference. Runs on CUDA, or without a GPU in
-Triton's interpreter where Triton is installed (it is not a dependency: skipped otherwise)."""
+Triton's interpreter (TRITON_INTERPRET=1, set in conftest.py) where Triton is installed (the dev extra has it)."""
 
 import importlib.util
 
@@ -13,15 +13,6 @@ from openlsm.models.lsm.knn import knn_mean_sq_dist, knn_mean_sq_dist_bruteforce
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 GPU = torch.cuda.is_available()
 DEVICE = "cuda" if GPU else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def interpreter(monkeypatch):
-    if not GPU:  # the kernel is built on first use: build it for the interpreter, and again after the test
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-    knn_tiles._kernel.cache_clear()
-    yield
-    knn_tiles._kernel.cache_clear()
 
 
 def _tiles(points, k=3, **blocks):

@@ -27,8 +27,8 @@ def keep_freed_memory() -> bool:
     A CPU forward allocates and frees hundreds of multi-MB temporaries. By default glibc maps the large ones
     afresh and unmaps them when freed (and trims the heap top), so every new tensor page-faults on first touch.
     Served from a heap that is kept, the shipped `small` forward took about 10 % less on 2 CPU cores (ten paired
-    runs, docs/benchmarks.md, session 12) at the same peak memory. This changes malloc for the whole process, so the CLI calls it and library
-    users may. Returns whether it applied (False off glibc).
+    runs, docs/benchmarks.md, session 12) at the same peak memory. This changes malloc for the whole process, so
+    the CLI calls it and library users may. Returns whether it applied (False off glibc).
     """
     import ctypes
     import platform

@@ -163,14 +163,14 @@ def bench_model(preset: str, a, dev: torch.device, sync) -> dict:
         mod.register_forward_hook(stop(name))
     knn = knn_module.knn_mean_sq_dist
     # only passed when asked for, so this script also times versions of the kNN without the option
-    capped = {} if a.knn_capped == "auto" else {"capped": None if a.knn_capped == "none" else float(a.knn_capped)}
+    knn_kwargs = {} if a.knn_capped == "auto" else {"capped": None if a.knn_capped == "none" else float(a.knn_capped)}
     if a.knn_method != "auto":
-        capped["method"] = a.knn_method
+        knn_kwargs["method"] = a.knn_method
 
     def timed_knn(*args, **kwargs):  # the head calls the kNN through its module global
         sync()
         t = time.perf_counter()
-        out = knn(*args, **capped, **kwargs)
+        out = knn(*args, **knn_kwargs, **kwargs)
         sync()
         times["knn"].append(time.perf_counter() - t)
         return out

@@ -163,13 +163,19 @@ def test_chunk_plan_covers_each_query_once(growth, max_elements):
     assert start == len(sizes)
 
 
-def test_non_finite_points_get_nan():
-    pts = _clustered(9, 1000)
-    bad = torch.tensor([3, 500, 999])
+def _non_finite_cloud(seed, n):
+    """A clustered cloud with a NaN, an inf and a -inf point (first, middle, last): pts, bad indices, keep mask."""
+    pts = _clustered(seed, n)
+    bad = torch.tensor([3, n // 2, n - 1])
     pts[bad[0], 1], pts[bad[1]], pts[bad[2], 2] = float("nan"), float("inf"), -float("inf")
-    got = _grid(pts)
-    keep = torch.ones(1000, dtype=torch.bool)
+    keep = torch.ones(n, dtype=torch.bool)
     keep[bad] = False
+    return pts, bad, keep
+
+
+def test_non_finite_points_get_nan():
+    pts, bad, keep = _non_finite_cloud(9, 1000)
+    got = _grid(pts)
     assert got[bad].isnan().all()
     _same(got[keep], pts[keep])  # the others, as if the bad points were absent
 

@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 import torch
-from test_knn import _clustered, _gen, _plane_point_map
+from test_knn import _clustered, _gen, _non_finite_cloud, _plane_point_map
 
 from openlsm.models.lsm import knn_tiles
 from openlsm.models.lsm.knn import knn_mean_sq_dist, knn_mean_sq_dist_bruteforce
@@ -54,12 +54,8 @@ def test_duplicates_tiny_sets_and_batches():
 
 
 def test_non_finite_points_get_nan_and_are_nobodys_neighbour():
-    pts = _clustered(34, 500)
-    bad = torch.tensor([3, 250, 499])
-    pts[bad[0], 1], pts[bad[1]], pts[bad[2], 2] = float("nan"), float("inf"), -float("inf")
+    pts, bad, keep = _non_finite_cloud(34, 500)
     got = _tiles(pts)
-    keep = torch.ones(500, dtype=torch.bool)
-    keep[bad] = False
     assert got[bad].isnan().all()
     _same(got[keep], pts[keep])
 

@@ -5,7 +5,17 @@
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 TEXT_TABLE_FLAGS=(--text-encoder table --text-table .whl/text_table.safetensors)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+# gsplat, plyfile, einops always; the other core dependencies only where the machine's Python lacks them (device
+# images differ). .whl/ holds pure wheels and per-Python binary ones; pip picks the matching file by name.
+need=(gsplat plyfile einops)
+for pair in tyro:tyro docstring_parser:docstring-parser typeguard:typeguard shtab:shtab rich:rich \
+            markdown_it:markdown-it-py mdurl:mdurl pygments:pygments imageio:imageio PIL:pillow yaml:pyyaml \
+            safetensors:safetensors typing_extensions:typing-extensions; do
+  python3 -c "import ${pair%%:*}" 2>/dev/null || need+=("${pair#*:}")
+done
+echo "installing from .whl: ${need[*]}"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  --find-links .whl "${need[@]}"
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0
 export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"

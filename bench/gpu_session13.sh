@@ -6,6 +6,7 @@
 #             $OUT/NAME.safetensors.
 set -uo pipefail
 source bench/gpu_env.sh
+python3 -c "import openlsm.cli.main, tyro, rich, safetensors, imageio, PIL, yaml; print('imports ok')" 2>&1 | tail -n 2
 if [ "${PART:-sem}" = sem ]; then
   NAME=${NAME:-sem12}
   openlsm train-semantics --out "outputs/$NAME.safetensors" --init "${INIT:-src/openlsm/weights/lsm_small}" \

@@ -128,6 +128,62 @@ def test_semantic_lift_is_the_least_squares_inverse_of_the_expansion():
     assert LSMConfig.from_dict(replace(cfg, semantic_lift=True).to_dict()).semantic_lift is True
 
 
+def _lifted_and_targets(model, img1, img2):
+    """Lifted features [B, 2HW, d] and the (upsampled, bias-free) extractor features they fit [B, 2HW, D]."""
+    with torch.no_grad():
+        out = model(img1, img2)
+    conv = model.feature_expansion[1]
+    wm, bias = conv.weight[:, :, 0, 0].double(), conv.bias.double()
+    sem = out.semantic_features.flatten(0, 1).double()  # [2B, D, H/2, W/2]
+    up = torch.nn.functional.interpolate(sem, scale_factor=2, mode="bilinear")
+    b, h, w = img1.shape[0], img1.shape[2], img1.shape[3]
+    targets = up.permute(0, 2, 3, 1).reshape(b, 2 * h * w, -1) - bias
+    return out.gaussians.features.double(), targets, wm
+
+
+def test_semantic_lift_in_a_text_metric_keeps_the_class_dot_products(tmp_path):
+    cfg = replace(LSMConfig.tiny(), semantic_lift=True)
+    cfg.head = replace(cfg.head, feature_dim=8)  # 16-d extractor space, 8-d Gaussian features
+    torch.manual_seed(3)
+    model = LSM(cfg).eval()
+    img1, img2 = _images(2, 32, 32, 4)
+    plain, targets, wm = _lifted_and_targets(model, img1, img2)
+    texts = torch.nn.functional.normalize(torch.randn(5, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
+    names = [f"class{i}" for i in range(5)]
+    tx = texts.double()
+
+    def text_error(feats):  # dot products with the texts: lifted (after the expansion's 1x1 conv) vs extractor
+        return ((feats @ wm.T - targets) @ tx.T).abs().max()
+
+    model.config.lift_ridge = 0.0  # exact on the texts: 5 conditions, 8 unknowns per pixel
+    exact, _, _ = _lifted_and_targets(model.set_lift_vocabulary(names, texts * 3), img1, img2)  # rescaled: normalised
+    assert model.config.lift_vocabulary == tuple(names) and cfg.lift_vocabulary == ()  # the model's own copy
+    assert text_error(exact) < 1e-4 * targets.abs().max()
+    assert text_error(plain) > 100 * text_error(exact)  # plain least squares does not keep them
+
+    def fit_error(feats):  # the plain least-squares objective
+        return (feats @ wm.T - targets).norm()
+
+    model.config.lift_ridge = 1e4  # a large ridge: back to plain least squares
+    got, _, _ = _lifted_and_targets(model, img1, img2)
+    assert (got - plain).abs().max() < 0.01 * (exact - plain).abs().max()
+    model.config.lift_ridge = 0.05  # a small one: nearly exact on the texts, least squares in the free directions
+    lifted, _, _ = _lifted_and_targets(model, img1, img2)
+    assert text_error(lifted) < 0.05 * text_error(plain)
+    assert fit_error(lifted) < 0.9 * fit_error(exact)
+    model.save(tmp_path / "m")
+    loaded = LSM.load(tmp_path / "m")
+    assert loaded.config.lift_vocabulary == tuple(names) and loaded.config.lift_ridge == 0.05
+    torch.testing.assert_close(loaded.lift_texts, texts)
+    again, _, _ = _lifted_and_targets(loaded, img1, img2)
+    torch.testing.assert_close(again, lifted, rtol=1e-4, atol=1e-5)
+    assert "lift_texts" not in LSM(LSMConfig.tiny()).state_dict()  # without a vocabulary: the official key set
+    with pytest.raises(OpenLSMError, match="lift texts"):
+        model.set_lift_vocabulary(names, texts[:, :8])
+    with pytest.raises(OpenLSMError, match="lift_ridge"):
+        replace(cfg, lift_ridge=-1.0)
+
+
 def test_gradients_reach_trainable_parts_only():
     torch.manual_seed(1)
     model = LSM(LSMConfig.tiny()).train()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +64,13 @@ class LSMConfig:
     # the rendered space by the least-squares inverse of `feature_expansion` (instead of the head's prediction;
     # training keeps the head's). On the shipped small model: +0.05 source and target mIoU (docs/benchmarks.md).
     semantic_lift: bool = False
+    # The lift's fit (semantic_lift) is least squares in the metric of these class names' text vectors (buffer
+    # `lift_texts` [K, D], saved with the weights): the expanded Gaussian features then give the extractor's dot
+    # products with the K texts (exactly when lift_ridge = 0), with lift_ridge x the plain least-squares error
+    # in every other direction. Empty: plain least squares. On the shipped small model, the 17 training classes:
+    # +0.03 source mIoU, also with held-out synonyms (docs/benchmarks.md, session 13).
+    lift_vocabulary: tuple[str, ...] = ()
+    lift_ridge: float = 0.05
 
     @property
     def semantic_dim(self) -> int:
@@ -116,6 +123,8 @@ class LSMConfig:
         if self.semantic_dim != pt.semantic_dim:
             raise OpenLSMError(f"semantic feature dim {self.semantic_dim} != point_transformer.semantic_dim "
                                f"{pt.semantic_dim}")
+        if not self.lift_ridge >= 0:
+            raise OpenLSMError(f"lift_ridge must be >= 0, got {self.lift_ridge}")
         if self.head.in_dim != pt.out_channels:
             raise OpenLSMError(f"head in_dim {self.head.in_dim} != point transformer output {pt.out_channels}")
 
@@ -168,6 +177,8 @@ class LSM(nn.Module):
                                                nn.Conv2d(d_feat, d_sem, 1))
         self.feature_reduction = nn.Sequential(nn.Conv2d(d_sem, d_feat, 1),
                                                nn.Upsample(scale_factor=2, mode="bilinear"))
+        if cfg.lift_vocabulary:  # filled by set_lift_vocabulary or loaded with the weights
+            self.register_buffer("lift_texts", torch.zeros(len(cfg.lift_vocabulary), d_sem))
         if cfg.freeze_semantic:
             self.lseg_feature_extractor.requires_grad_(False)
             self.lseg_feature_extractor.eval()
@@ -230,11 +241,29 @@ class LSM(nn.Module):
         whose `feature_expansion` is the least-squares fit of the (upsampled) extractor features."""
         conv = self.feature_expansion[1]  # the 1x1 conv; the bilinear resize before it acts on space only
         weight, bias = conv.weight[:, :, 0, 0].double(), conv.bias.double()  # [D, d], [D]
-        inverse = torch.linalg.pinv(weight)  # [d, D]
+        metric = torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)  # [M, D]
+        texts = getattr(self, "lift_texts", None)
+        if texts is not None:  # the directions the text decoder reads first, the rest weighted by the ridge
+            metric = torch.cat([nn.functional.normalize(texts.double(), dim=-1), self.config.lift_ridge * metric])
+        inverse = torch.linalg.pinv(metric @ weight) @ metric  # [d, D]: argmin_f |metric (W f + b - s)|
         # (x - bias) @ inverse.T is affine with the bias folded in; bilinear weights sum to one, so it commutes
         # with the x2 resize and runs on the D-channel maps at half resolution (~20x less work than after it).
         low = nn.functional.conv2d(sem, inverse[:, :, None, None].to(sem.dtype), (-inverse @ bias).to(sem.dtype))
         return views_to_points(nn.functional.interpolate(low, scale_factor=2, mode="bilinear"), batch)
+
+    def set_lift_vocabulary(self, names: list[str] | tuple[str, ...], texts: Tensor) -> LSM:
+        """Fit the semantic lift in the metric of these class names' text vectors [K, D] (the model's own training
+        vocabulary, embedded as its decoder embeds queries); they are saved with the model. Returns self.
+
+            model.set_lift_vocabulary(CLASSES, label_embeddings(get_text_encoder("minilm"), list(CLASSES)))
+        """
+        if not names or texts.shape != (len(names), self.config.semantic_dim):
+            raise OpenLSMError(f"lift texts must be [{len(names)}, {self.config.semantic_dim}] for {len(names)} "
+                               f"names, got {tuple(texts.shape)}")
+        self.config = replace(self.config, lift_vocabulary=tuple(names))  # a copy: configs may be shared
+        device = self.feature_expansion[1].weight.device
+        self.register_buffer("lift_texts", nn.functional.normalize(texts.detach().float(), dim=-1).to(device))
+        return self
 
     def reconstruct(self, images, **kwargs):
         """Images (paths, arrays or tensors) -> `openlsm.scene.Scene`; see `openlsm.reconstruct.reconstruct`."""

@@ -91,6 +91,19 @@ def test_batch_independence(tiny_model):
     torch.testing.assert_close(both.means[1:], one.means, rtol=1e-5, atol=1e-6)
 
 
+def _lifted_and_targets(model, img1, img2):
+    """Lifted features [B, 2HW, d] and the (upsampled, bias-free) extractor features they fit [B, 2HW, D]."""
+    with torch.no_grad():
+        out = model(img1, img2)
+    conv = model.feature_expansion[1]
+    wm, bias = conv.weight[:, :, 0, 0].double(), conv.bias.double()
+    sem = out.semantic_features.flatten(0, 1).double()  # [2B, D, H/2, W/2]
+    up = torch.nn.functional.interpolate(sem, scale_factor=2, mode="bilinear")
+    b, h, w = img1.shape[0], img1.shape[2], img1.shape[3]
+    targets = up.permute(0, 2, 3, 1).reshape(b, 2 * h * w, -1) - bias
+    return out.gaussians.features.double(), targets, wm
+
+
 def test_semantic_lift_is_the_least_squares_inverse_of_the_expansion():
     cfg = LSMConfig.tiny()
     cfg.head = replace(cfg.head, feature_dim=8)  # expansion 8 -> 16: a tall matrix, so the inverse is a real fit
@@ -104,11 +117,7 @@ def test_semantic_lift_is_the_least_squares_inverse_of_the_expansion():
         lifted = model(img1, img2)
     for name in ("means", "quats", "log_scales", "opacity_logits", "sh"):  # only the features change
         assert torch.equal(getattr(lifted.gaussians, name), getattr(head.gaussians, name))
-    conv = model.feature_expansion[1]
-    Wm, bias = conv.weight[:, :, 0, 0].double(), conv.bias.double()  # [16, 8], [16]
-    sem = lifted.semantic_features.flatten(0, 1).double()  # [2B, 16, H/2, W/2], sample-major
-    up = torch.nn.functional.interpolate(sem, scale_factor=2, mode="bilinear")  # [2B, 16, H, W]
-    targets = (up.permute(0, 2, 3, 1).reshape(B, 2 * H * W, 16) - bias)  # [B, 2HW, 16]
+    _, targets, Wm = _lifted_and_targets(model, img1, img2)  # [B, 2HW, 16], [16, 8]
     ref = torch.linalg.lstsq(Wm.expand(B, -1, -1), targets.transpose(1, 2)).solution.transpose(1, 2)  # [B, 2HW, 8]
     got = lifted.gaussians.features
     assert got.shape == (B, 2 * H * W, 8)
@@ -126,19 +135,6 @@ def test_semantic_lift_is_the_least_squares_inverse_of_the_expansion():
     torch.testing.assert_close(train_lift, train_head)
     assert LSMConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "semantic_lift"}).semantic_lift is False
     assert LSMConfig.from_dict(replace(cfg, semantic_lift=True).to_dict()).semantic_lift is True
-
-
-def _lifted_and_targets(model, img1, img2):
-    """Lifted features [B, 2HW, d] and the (upsampled, bias-free) extractor features they fit [B, 2HW, D]."""
-    with torch.no_grad():
-        out = model(img1, img2)
-    conv = model.feature_expansion[1]
-    wm, bias = conv.weight[:, :, 0, 0].double(), conv.bias.double()
-    sem = out.semantic_features.flatten(0, 1).double()  # [2B, D, H/2, W/2]
-    up = torch.nn.functional.interpolate(sem, scale_factor=2, mode="bilinear")
-    b, h, w = img1.shape[0], img1.shape[2], img1.shape[3]
-    targets = up.permute(0, 2, 3, 1).reshape(b, 2 * h * w, -1) - bias
-    return out.gaussians.features.double(), targets, wm
 
 
 def test_semantic_lift_in_a_text_metric_keeps_the_class_dot_products(tmp_path):

@@ -1,9 +1,9 @@
-"""Two photos -> a Scene: preprocess, LSM forward, camera recovery, semantic decode (each stage timed).
+"""Two photos -> a Scene: preprocess, LSM forward, camera recovery, [feature fit,] semantic decode (each timed).
 
     from openlsm.reconstruct import load_lsm, reconstruct
     model = load_lsm("src/openlsm/weights/lsm_small", device="cpu")     # or load_lsm(None): shipped weights
     scene = reconstruct(model, ["a.jpg", "b.jpg"], labels=["wall", "floor", "chair"])
-    scene.timings        # {"preprocess": s, "forward": s, "camera_recovery": s, "semantic_decode": s}
+    scene.timings        # {"preprocess": s, "forward": s, "camera_recovery": s, "semantic_decode": s, ...}
     scene.save("out")
 
 Images may be file paths, tensors [3, H, W] in [0, 1] of any size, a tensor [2, 3, H, W], or `PreparedImages`
@@ -159,8 +159,16 @@ class _Stages:
         self.timings[name] = time.perf_counter() - t
 
 
-def _recover(out, width: int, height: int):
-    """Cameras [2] from the point maps; identity pose + focal fit as fallback when the maps are degenerate."""
+def set_feature_fit(model, iters: int | None):
+    """Override the model's feature fit (`LSMConfig.feature_fit_iters`): None keeps its config, 0 turns it off."""
+    if iters is not None:
+        model.config = dataclasses.replace(model.config, feature_fit_iters=iters)  # validated by the config
+    return model
+
+
+def recover_scene_cameras(out, width: int, height: int):
+    """An LSM output -> (cameras [2] from its point maps, their confidences, None), or with degenerate maps an
+    identity pose and a fixed field of view with a warning instead of None."""
     from .cameras import Cameras, make_K
     from .models.lsm.camera_recovery import recover_cameras
 
@@ -220,7 +228,7 @@ def reconstruct(model, images, labels: list[str] | None = None, *, resolution: i
     with stage("forward"):
         out = model(x[:1], x[1:], generator=torch.Generator().manual_seed(seed))
     with stage("camera_recovery"):
-        cams, cam_conf, warning = _recover(out, W, H)
+        cams, cam_conf, warning = recover_scene_cameras(out, W, H)
         if warning:
             info["warnings"].append(warning)
         geo = out.geometry
@@ -228,13 +236,19 @@ def reconstruct(model, images, labels: list[str] | None = None, *, resolution: i
                               relative_depths(geo.pts3d_2[0].cpu(), cams.c2w[1])]).clamp_min(0)
         depths = torch.nan_to_num(depths, nan=0.0, posinf=0.0)
         confs = torch.stack([geo.conf_1[0], geo.conf_2[0]]).float().cpu()
+        g = out.gaussians[0].detach()
+        g = Gaussians(g.means.float(), g.quats.float(), g.log_scales.float(), g.opacity_logits.float(),
+                      g.sh.float(), None if g.features is None else g.features.float())
+    if model.config.feature_fit_iters and g.features is not None:
+        if warning:  # the fallback cameras would fit the features to views nobody took
+            info["warnings"].append("feature fit skipped: no recovered cameras")
+        else:
+            with stage("feature_fit"):
+                g.features = model.fit_features(g, cams)
     with stage("semantic_decode"):
         conv = model.feature_expansion[1]  # 1x1 conv: features -> text space (the upsample before it is spatial)
         weight = conv.weight.detach().reshape(conv.out_channels, conv.in_channels).float().cpu()
         bias = conv.bias.detach().float().cpu() if conv.bias is not None else torch.zeros(conv.out_channels)
-        g = out.gaussians[0].detach()
-        g = Gaussians(g.means.float(), g.quats.float(), g.log_scales.float(), g.opacity_logits.float(),
-                      g.sh.float(), None if g.features is None else g.features.float())
         info["camera_confidence"] = [round(float(c), 4) for c in cam_conf]
         info["focal_px"] = [round(float(f), 3) for f in cams.Ks[:, 0, 0]]
         info["model"] = {"config": dataclasses.asdict(model.config),

@@ -52,7 +52,7 @@ def test_lsm_scores_are_finite_and_in_range(run):
     _, m = run
     for scene in m["scenes"]:
         r = scene["lsm"]
-        for key in ("src_miou", "src_acc", "tgt_miou", "tgt_acc", "inlier", "ssim"):
+        for key in ("src_miou", "src_acc", "own_miou", "tgt_miou", "tgt_acc", "inlier", "ssim"):
             assert r[key] is not None and -1 <= r[key] <= 1, key
         assert 0 <= r["src_miou"] <= 1 and 0 <= r["inlier"] <= 1
         assert r["abs_rel"] >= 0 and math.isfinite(r["psnr"]) and r["recon_s"] > 0 and r["render_fps"] > 0
@@ -71,6 +71,7 @@ def test_pooled_segmentation_counts_every_labelled_pixel(run):
     labelled = [(ds[i]["labels"] > 0) for i in range(2)]  # void (0) is ignored
     src = sum(int(lab[:2].sum()) for lab in labelled)
     tgt = sum(int(lab[2:].sum()) for lab in labelled)
+    assert m["pooled"]["lsm"]["own"]["pixels"] == src  # the inputs read from their own Gaussians
     for method in ("lsm", "3dgs", "2d"):
         assert m["pooled"][method]["src"]["pixels"] == src
         assert m["pooled"][method]["tgt"]["pixels"] == tgt
@@ -95,9 +96,10 @@ def test_cli_flags_parse():
 
     cmd = tyro.extras.subcommand_cli_from_dict({"eval": Eval}, args=[
         "eval", "--preset", "tiny", "--scenes", "3", "--baselines", "a,c", "--class-names", "wall", "floor",
-        "--out", "x", "--no-pose"])
+        "--out", "x", "--no-pose", "--feature-fit", "4"])
     assert cmd.preset == "tiny" and cmd.scenes == 3 and parse_baselines(cmd.baselines) == ("3dgs", "2d")
     assert cmd.class_names == ("wall", "floor") and cmd.pose is False and cmd.out == Path("x")
+    assert cmd.feature_fit == 4
 
 
 def test_existing_output_is_refused(run):
@@ -116,6 +118,8 @@ def test_bad_inputs_are_user_errors():
         open_dataset("synthrooms:test", 32, 2, 1)
     with pytest.raises(OpenLSMError, match="checkpoint"):
         load_eval_model(None, None, torch.device("cpu"))
+    with pytest.raises(OpenLSMError, match="feature_fit_iters >= 0"):
+        Eval(preset="tiny", scenes=1, resolution=32, feature_fit=-1, out=Path("/nonexistent/never-written")).run()
 
 
 def test_checkpoint_round_trip(tmp_path):

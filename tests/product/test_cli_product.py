@@ -177,7 +177,7 @@ def _read_only_dir(tmp_path: Path) -> Path | None:
 
 
 BAD = ["missing", "folder", "unreadable", "truncated", "not_an_image", "one_by_one", "huge", "one_image",
-       "wrong_checkpoint", "exists", "read_only"]
+       "wrong_checkpoint", "exists", "read_only", "negative_feature_fit"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -185,7 +185,7 @@ def test_bad_input_one_line_no_traceback_nothing_left(case, tmp_path, photo_pair
     a, b = photo_pair
     out = tmp_path / "out"
     ckpt = tiny_checkpoint
-    images = [a, b]
+    images, extra = [a, b], []
     if case == "missing":
         images = [a, tmp_path / "nope.jpg"]
     elif case == "folder":
@@ -229,8 +229,10 @@ def test_bad_input_one_line_no_traceback_nothing_left(case, tmp_path, photo_pair
         if ro is None:
             pytest.skip("no read-only location available")
         out = ro / "out"
+    elif case == "negative_feature_fit":
+        extra = ["--feature-fit", "-1"]
     rc, _, stderr = run_cli(["reconstruct", *images, "--checkpoint", ckpt, "--out", out, "--resolution", R,
-                                  "--video", "none"])
+                             "--video", "none", *extra])
     assert rc == 2
     assert stderr.count("\n") == 1 and stderr.startswith("openlsm: error:"), stderr
     assert "Traceback" not in stderr

@@ -223,3 +223,27 @@ def test_boxes_clipped_at_the_image_border_do_not_wrap_into_the_next_row(min_gro
                                      MAX_ALPHA)
     assert torch.allclose(out.alpha, alpha, atol=1e-9) and torch.allclose(out.rgb, acc[..., :3], atol=1e-9)
     assert alpha[:, 0].max() < 1e-3  # the left column is far from every Gaussian
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_blend_weights_times_values_is_the_render(seed, chunks):
+    from openlsm.render.torch_backend import blend_weights, project_gaussians
+
+    g = random_scene(300, seed)
+    g.opacity_logits = g.opacity_logits + 1.5 * seed  # seed 2: early termination inside the chunks
+    W, H = 70, 45
+    c2w = look_at(torch.tensor([0.3, -0.2, -0.5], dtype=torch.float64), torch.tensor([0, 0, 3.0], dtype=torch.float64),
+                  torch.tensor([0, -1.0, 0], dtype=torch.float64))
+    cam = Cameras(make_K(60.0, 55.0, 33.0, 24.0).double(), c2w, W, H)
+    out = render(g, cam, backend="torch")
+    means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None],
+                                                       cam.Ks[None], W, H)
+    A = blend_weights(means2d[0], conics[0], g.opacities, depths[0], radii[0], W, H)  # [H*W, N]
+    assert A.layout == torch.sparse_csr and A.shape == (W * H, 300)
+    assert torch.allclose((A @ g.features).reshape(H, W, -1), out.features, atol=1e-12)
+    dense = A.to_dense()
+    assert torch.allclose(dense.sum(1).reshape(H, W), out.alpha, atol=1e-12)
+    kept = blend_weights(means2d[0], conics[0], g.opacities, depths[0], radii[0], W, H, min_weight=0.05).to_dense()
+    assert (kept[kept != 0] > 0.05).all()  # only the small weights go, the others stay as they were
+    assert torch.equal(kept, torch.where(dense > 0.05, dense, torch.zeros_like(dense)))
+    assert (dense > 0.05).any() and ((dense > 0) & (dense <= 0.05)).any()

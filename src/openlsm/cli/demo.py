@@ -44,6 +44,9 @@ class Demo:
     resolution: int | None = None
     """Model resolution (square, multiple of 16). Default: 256 with trained weights, 128 with random ones."""
     seed: int = 0
+    feature_fit: int | None = None
+    """Conjugate-gradient steps of the feature fit (the Gaussians' features refitted so the input views render
+    back their own pixels' features; ~9 s on a 2-core CPU at 8 steps). 0: off. Default: the weights' config."""
     quiet: bool = False
     list_examples: bool = False
     """Print the bundled examples and exit."""

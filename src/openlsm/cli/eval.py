@@ -53,6 +53,9 @@ class Eval:
     """Timed renders per scene for the render FPS."""
     pose: bool = True
     """Recover cameras from the point maps and report the pose error."""
+    feature_fit: int | None = None
+    """Override the model's feature-fit steps (0: off; default: the weights' config). The fit goes through the
+    cameras recovered from the point maps, never the ground truth, and its time counts as reconstruction."""
     lpips_weights: Path | None = None
     """LPIPS-VGG weights: torchvision's vgg16 file (with --lpips-linear) or one full LPIPS state dict. Without
     them LPIPS is reported unavailable (never approximated)."""
@@ -79,7 +82,7 @@ class Eval:
                          resolution=self.resolution, views=self.views, class_names=tuple(self.class_names),
                          text_encoder=self.text_encoder, text_table=self.text_table, baselines=parse_baselines(self.baselines),
                          gs=GaussianFitConfig(steps=self.gs_steps, init=self.gs_init), gs_features=self.gs_features,
-                         render_repeats=self.render_repeats, recover_pose=self.pose,
+                         render_repeats=self.render_repeats, recover_pose=self.pose, feature_fit=self.feature_fit,
                          lpips_weights=self.lpips_weights, lpips_linear=self.lpips_linear, backend=self.backend, device=self.device, seed=self.seed)
         console = Console(stderr=True)
         result = evaluate(cfg, log=lambda msg: console.print(msg, highlight=False))

@@ -19,7 +19,8 @@ from ..errors import OpenLSMError
 
 CPU_VIDEO_SIZE = 128  # px; measured ~2 CPU-s per 160 px frame of 131k Gaussians with the torch rasteriser
 STAGE_NAMES = {"preprocess": "preprocessing images", "forward": "running the model",
-               "camera_recovery": "recovering cameras", "semantic_decode": "decoding semantics",
+               "camera_recovery": "recovering cameras",
+               "feature_fit": "fitting features to the views", "semantic_decode": "decoding semantics",
                "save": "writing files and the video"}
 
 
@@ -125,6 +126,9 @@ class Reconstruct:
     resolution: int = 256
     """Model resolution: images are resized (shorter side) and centre-cropped to this square (multiple of 16)."""
     seed: int = 0
+    feature_fit: int | None = None
+    """Conjugate-gradient steps of the feature fit (the Gaussians' features refitted so the input views render
+    back their own pixels' features; ~9 s on a 2-core CPU at 8 steps). 0: off. Default: the weights' config."""
     quiet: bool = False
     """Print only the output folder (and errors)."""
 
@@ -142,13 +146,15 @@ def run_reconstruct(cmd, images, checkpoint, default_labels: bool, fallback: boo
     from ..io.images import load_images, parse_size
     from ..io.outputs import output_folder
     from ..models.semantics.vocab import CLASSES
-    from ..reconstruct import fallback_config, load_lsm, reconstruct
+    from ..reconstruct import fallback_config, load_lsm, reconstruct, set_feature_fit
     from ..runtime import pick_device
 
     if len(images) != 2:
         raise OpenLSMError(f"reconstruct takes exactly two images, got {len(images)}")
     if cmd.frames < 2 and cmd.video != "none":
         raise OpenLSMError(f"--frames must be at least 2 for a video, got {cmd.frames}")
+    if cmd.feature_fit is not None and cmd.feature_fit < 0:
+        raise OpenLSMError(f"--feature-fit must be >= 0 (0: off), got {cmd.feature_fit}")
     labels = parse_labels(cmd.labels)
     strict = labels is not None
     if labels is None and default_labels:
@@ -171,6 +177,7 @@ def run_reconstruct(cmd, images, checkpoint, default_labels: bool, fallback: boo
         else:
             rep.stage("loading the model")
             model = load_lsm(checkpoint, device)
+        set_feature_fit(model, cmd.feature_fit)
         t_model = time.perf_counter() - t0
 
         def run_into(tmp: Path):

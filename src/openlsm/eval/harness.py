@@ -28,6 +28,7 @@ import torch
 
 from openlsm.errors import OpenLSMError
 from openlsm.io.atomic import write_text_atomic
+from openlsm.reconstruct import set_feature_fit
 
 from . import metrics as M
 from .baselines import (
@@ -62,6 +63,7 @@ class EvalConfig:
     gs_features: bool = True  # baseline (a) also distils the extractor's features (Feature-3DGS style)
     render_repeats: int = 3
     recover_pose: bool = True
+    feature_fit: int | None = None  # override LSMConfig.feature_fit_iters (None: the checkpoint's)
     lpips_weights: Path | None = None  # VGG-16 (torchvision) or a full LPIPS state dict
     lpips_linear: Path | None = None  # the LPIPS linear layers (lpips weights/v0.1/vgg.pth), if not in the above
     backend: str = "auto"
@@ -145,6 +147,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     baselines = parse_baselines(cfg.baselines)
     data = open_dataset(cfg.data, cfg.resolution, cfg.views, cfg.scenes, device)
     model, model_info = load_eval_model(cfg.checkpoint, cfg.preset, device, cfg.seed)
+    set_feature_fit(model, cfg.feature_fit)
     has_labels = data.class_names is not None
     names = list(cfg.class_names) or ([n for i, n in enumerate(data.class_names) if i not in data.ignore_ids]
                                       if has_labels else [])
@@ -249,6 +252,10 @@ def score_lsm(model, sample, gt_labels, texts, held_texts, acc: Accumulator, cfg
         labels = decode_labels(model, pred.features, texts)  # [V, H, W]
         rec.update(seg_record(acc.add("lsm", "src", labels[:2], gt_labels[:2]), "src"))
         rec.update(seg_record(acc.add("lsm", "tgt", labels[2:], gt_labels[2:]), "tgt"))
+        H, W = sample["images"].shape[-2:]  # each input pixel read from its own Gaussian, as Scene.segment does
+        own = pred.gaussians.features.reshape(2, H, W, -1).permute(0, 3, 1, 2).to(pred.features.dtype)
+        own_labels = decode_labels(model, model.expand_features(own), texts)
+        rec.update(seg_record(acc.add("lsm", "own", own_labels, gt_labels[:2]), "own"))
     d = M.depth_metrics(pred.source_depths, sample["depths"][:2], sample["valid"][:2])
     rec["abs_rel"], rec["inlier"] = float(d["abs_rel"].nanmean()), float(d["inlier"].nanmean())
     im = M.image_metrics(pred.rgb[2:], sample["images"][2:], target_seen(sample))
@@ -352,6 +359,7 @@ def write_metrics(result: dict, path: str | os.PathLike) -> Path:
 
 ROWS = [  # (label, summary key (None: the method's own time), pooled (view, key) or None, scale, digits)
     ("src mIoU", "src_miou", ("src", "miou"), 1, 3), ("src Acc", "src_acc", ("src", "acc"), 1, 3),
+    ("src mIoU, own Gaussian", "own_miou", ("own", "miou"), 1, 3),
     ("depth AbsRel %", "abs_rel", None, 100, 2), ("depth τ<1.03 %", "inlier", None, 100, 1),
     ("tgt mIoU", "tgt_miou", ("tgt", "miou"), 1, 3), ("tgt Acc", "tgt_acc", ("tgt", "acc"), 1, 3),
     ("tgt PSNR", "psnr", None, 1, 2), ("tgt PSNR, seen px", "psnr_seen", None, 1, 2),

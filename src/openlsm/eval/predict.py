@@ -76,13 +76,26 @@ def decode_labels(model, features: Tensor, texts: Tensor) -> Tensor:
     return model.lseg_feature_extractor.decode(features, texts.to(features.device)).argmax(1)
 
 
+def _reconstruct(model, images: Tensor):
+    """The LSM forward on views 0, 1 and, where the config asks for it, the feature fit through the cameras
+    recovered from its point maps (as `openlsm reconstruct` does; never the ground truth)."""
+    out = model(images[0:1], images[1:2])
+    if model.config.feature_fit_iters:
+        from openlsm.reconstruct import recover_scene_cameras
+
+        cams, _, warning = recover_scene_cameras(out, images.shape[-1], images.shape[-2])
+        if warning is None:
+            out.gaussians.features[0] = model.fit_features(out.gaussians[0], cams)
+    return out
+
+
 @torch.no_grad()
 def predict(model, sample: dict, backend: str = "auto", render_repeats: int = 1,
             recover_pose: bool = True) -> Prediction:
     """LSM on views 0, 1 of `sample` (tensors on the model's device); renders all V views at aligned GT cameras."""
     device = sample["images"].device
     images = sample["images"].float() * 2 - 1  # [V, 3, H, W]
-    out, recon_s = timed(lambda: model(images[0:1], images[1:2]), device)
+    out, recon_s = timed(lambda: _reconstruct(model, images), device)
     geo = out.geometry
     pts3d = torch.stack([geo.pts3d_1[0], geo.pts3d_2[0]])  # [2, H, W, 3]
     cams, s = align_gt_cameras(pts3d, sample["depths"], sample["valid"], sample["Ks"], sample["c2w"])

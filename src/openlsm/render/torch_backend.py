@@ -13,6 +13,7 @@ autograd differentiates it and it runs wherever PyTorch does.
 
     means2d, depths, conics, radii = project_gaussians(means, quats, scales, opacities, viewmats, Ks, W, H)
     out, alpha = rasterize(means2d[0], conics[0], opacities, depths[0], radii[0], values, W, H)
+    weights = blend_weights(means2d[0], conics[0], opacities, depths[0], radii[0], W, H)  # sparse [H*W, N]
 """
 
 from __future__ import annotations
@@ -178,12 +179,11 @@ def _any_open(open_pix: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor) 
     return (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) > 0
 
 
-def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, values: Tensor,
-              width: int, height: int, chunk_pairs: int | None = None) -> tuple[Tensor, Tensor]:
-    """Composite one camera's projected Gaussians.
-
-    means2d [N, 2], conics [N, 3], opacities [N], depths [N], radii [N, 2], values [N, D]
-    -> accumulated values [H, W, D] (Σ wᵢ vᵢ) and alpha [H, W] (Σ wᵢ = 1 - T).
+def _weighted_pairs(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, width: int,
+                    height: int, chunk_pairs: int | None = None):
+    """Front-to-back chunks of one camera's compositing weights: yields (crow [H*W + 1], pix [P], gid [P], w [P],
+    log_t [P]) per chunk, the pairs grouped by pixel (crow: CSR row pointers) and in depth order within a pixel,
+    w = alpha x transmittance before the pair and log_t = log(1 - alpha).
 
     Gaussians go front to back in chunks of about `chunk_pairs` (pixel, Gaussian) pairs, carrying each pixel's
     transmittance. A pixel whose transmittance is already <= 1e-4 takes no more weight (gsplat stops it there), so
@@ -197,9 +197,7 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
     ends = torch.cumsum((x1 - x0) * (y1 - y0), 0)  # pairs up to and including each Gaussian
     int32_len = MAX_INT32_KEY // n_pix  # Gaussians per chunk whose (pixel, rank) keys fit in int32
     params = torch.cat([means2d, conics, opacities[:, None]], -1)  # [N, 6] centre, conic, opacity
-    log_T = values.new_zeros(n_pix)  # log transmittance in front of the next chunk, per pixel
-    out = values.new_zeros(n_pix, values.shape[1])
-    alpha_img = values.new_zeros(n_pix)
+    log_T = means2d.new_zeros(n_pix)  # log transmittance in front of the next chunk, per pixel
     start = 0
     while start < len(ids):
         before = int(ends[start - 1]) if start else 0
@@ -241,15 +239,59 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
         T_after = T_before * (1 - alpha)
         w = torch.where(T_after > T_MIN, alpha * T_before, torch.zeros_like(alpha))  # stop where T would hit 1e-4
         crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        log_t = log_t.to(log_T.dtype)
+        yield crow, pix, gid, w, log_t
+        if log_t.requires_grad:  # autograd: out of place
+            log_T = log_T.index_add(0, pix, log_t)
+        else:
+            log_T.index_add_(0, pix, log_t)
+
+
+def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, values: Tensor,
+              width: int, height: int, chunk_pairs: int | None = None) -> tuple[Tensor, Tensor]:
+    """Composite one camera's projected Gaussians (see `_weighted_pairs` for the chunking).
+
+    means2d [N, 2], conics [N, 3], opacities [N], depths [N], radii [N, 2], values [N, D]
+    -> accumulated values [H, W, D] (Σ wᵢ vᵢ) and alpha [H, W] (Σ wᵢ = 1 - T).
+    """
+    n_pix = width * height
+    out = values.new_zeros(n_pix, values.shape[1])
+    alpha_img = values.new_zeros(n_pix)
+    for crow, pix, gid, w, _ in _weighted_pairs(means2d, conics, opacities, depths, radii, width, height,
+                                                chunk_pairs):
         part = _WeightedPairSum.apply(w, values, crow, pix, gid)
         if part.requires_grad or w.requires_grad:  # autograd: out of place
             out, alpha_img = out + part, alpha_img.index_add(0, pix, w)
-            log_T = log_T.index_add(0, pix, log_t.to(log_T.dtype))
         else:  # no graph: accumulate in place (no [pixels, D] temporaries per chunk)
             out.add_(part)
             alpha_img.index_add_(0, pix, w)
-            log_T.index_add_(0, pix, log_t.to(log_T.dtype))
     return out.reshape(height, width, -1), alpha_img.reshape(height, width)
+
+
+def blend_weights(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, width: int,
+                  height: int, min_weight: float = 0.0) -> Tensor:
+    """The compositing weights of one camera as a sparse CSR matrix [H*W, N]: rasterize(..., values) equals
+    blend_weights(...) @ values. Weights under `min_weight` are dropped (no gradients)."""
+    rows, cols, vals = [], [], []
+    with torch.no_grad():
+        for _, pix, gid, w, _ in _weighted_pairs(means2d, conics, opacities, depths, radii, width, height):
+            keep = (w > min_weight).nonzero()[:, 0] if min_weight > 0 else None
+            rows.append(pix if keep is None else pix.index_select(0, keep))
+            cols.append(gid if keep is None else gid.index_select(0, keep))
+            vals.append(w if keep is None else w.index_select(0, keep))
+    return sparse_csr(torch.cat(rows) if rows else means2d.new_zeros(0, dtype=torch.long),
+                      torch.cat(cols) if cols else means2d.new_zeros(0, dtype=torch.long),
+                      torch.cat(vals) if vals else means2d.new_zeros(0), width * height, means2d.shape[0])
+
+
+def sparse_csr(rows: Tensor, cols: Tensor, vals: Tensor, n_rows: int, n_cols: int) -> Tensor:
+    """COO triplets [P] (duplicates are summed by products) -> a sparse CSR matrix [n_rows, n_cols]."""
+    order = torch.argsort(rows.to(torch.int32) if n_rows <= MAX_INT32_KEY else rows, stable=True)  # int32: faster
+    crow = torch.cat([rows.new_zeros(1), torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)])
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are long stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols.index_select(0, order), vals.index_select(0, order),
+                                       size=(n_rows, n_cols), check_invariants=False)
 
 
 class _WeightedPairSum(torch.autograd.Function):

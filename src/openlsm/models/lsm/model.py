@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from openlsm.cameras.cameras import Cameras
 from openlsm.errors import OpenLSMError
 from openlsm.gaussians.gaussians import Gaussians
 from openlsm.models.checkpoint_io import (
@@ -43,6 +44,7 @@ from openlsm.models.checkpoint_io import (
     save_model,
 )
 from openlsm.models.lsm.config_dict import config_from_dict, config_to_dict
+from openlsm.models.lsm.feature_fit import fit_source_features
 from openlsm.models.lsm.gaussian_head import GaussianHead, GaussianHeadConfig
 from openlsm.models.lsm.geometry import GeometryConfig, GeometryNet, GeometryOutput, check_images
 from openlsm.models.lsm.ptv3 import PointTransformer, PTv3Config, normalize_points
@@ -71,6 +73,14 @@ class LSMConfig:
     # +0.03 source mIoU, also with held-out synonyms (docs/benchmarks.md, session 13).
     lift_vocabulary: tuple[str, ...] = ()
     lift_ridge: float = 0.05
+    # Inference, after camera recovery (`fit_features`): refit the Gaussians' features so that rendering the input
+    # views through the recovered cameras gives each pixel back its own Gaussian's feature; a rendered pixel blends
+    # hundreds of wide, faint Gaussians, which blurs the per-pixel features. feature_fit_iters conjugate-gradient
+    # steps (0: off), feature_fit_ridge pulls towards the prediction, blend weights under feature_fit_min_weight
+    # are dropped. On the shipped small model: +0.02 source and target mIoU (docs/benchmarks.md, session 15).
+    feature_fit_iters: int = 0
+    feature_fit_ridge: float = 1.0
+    feature_fit_min_weight: float = 1e-3
 
     @property
     def semantic_dim(self) -> int:
@@ -125,6 +135,10 @@ class LSMConfig:
                                f"{pt.semantic_dim}")
         if not self.lift_ridge >= 0:
             raise OpenLSMError(f"lift_ridge must be >= 0, got {self.lift_ridge}")
+        if self.feature_fit_iters < 0 or not self.feature_fit_ridge > 0 or not 0 <= self.feature_fit_min_weight < 1:
+            raise OpenLSMError("feature fit needs feature_fit_iters >= 0, feature_fit_ridge > 0 and "
+                               f"0 <= feature_fit_min_weight < 1, got {self.feature_fit_iters}, "
+                               f"{self.feature_fit_ridge}, {self.feature_fit_min_weight}")
         if self.head.in_dim != pt.out_channels:
             raise OpenLSMError(f"head in_dim {self.head.in_dim} != point transformer output {pt.out_channels}")
 
@@ -264,6 +278,17 @@ class LSM(nn.Module):
         device = self.feature_expansion[1].weight.device
         self.register_buffer("lift_texts", nn.functional.normalize(texts.detach().float(), dim=-1).to(device))
         return self
+
+    @torch.no_grad()
+    def fit_features(self, gaussians: Gaussians, cameras: Cameras) -> Tensor:
+        """One scene's pixel-aligned Gaussians [2HW] and its two (recovered) cameras -> features [2HW, feature_dim]
+        refitted through the renderer (see the feature_fit_* config and `feature_fit.py`); unchanged when
+        feature_fit_iters is 0."""
+        cfg = self.config
+        if not cfg.feature_fit_iters:
+            return gaussians.features
+        return fit_source_features(gaussians, cameras, cfg.feature_fit_ridge, cfg.feature_fit_iters,
+                                   cfg.feature_fit_min_weight)
 
     def reconstruct(self, images, **kwargs):
         """Images (paths, arrays or tensors) -> `openlsm.scene.Scene`; see `openlsm.reconstruct.reconstruct`."""

@@ -1,0 +1,110 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from openlsm.cameras import Cameras, look_at, make_K, unproject_depth
+from openlsm.errors import OpenLSMError
+from openlsm.gaussians import Gaussians, rgb_to_sh0
+from openlsm.models.lsm.feature_fit import fit_source_features, solve_features, transpose_csr
+from openlsm.render import render
+from openlsm.render.torch_backend import sparse_csr
+
+
+def random_sparse(n_rows, n_cols, density, seed):
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.rand(n_rows, n_cols, generator=g, dtype=torch.float64)
+    dense = dense * (torch.rand(n_rows, n_cols, generator=g, dtype=torch.float64) < density)
+    rows, cols = dense.nonzero().unbind(1)
+    return dense, sparse_csr(rows, cols, dense[rows, cols], n_rows, n_cols)
+
+
+def objective(As, T, F, F0, ridge):
+    return sum(float(((a.to_dense() @ F - t) ** 2).sum()) for a, t in zip(As, T)) + ridge * float(((F - F0) ** 2).sum())
+
+
+def test_transpose_csr_is_the_dense_transpose():
+    dense, A = random_sparse(37, 23, 0.2, 0)
+    At = transpose_csr(A)
+    assert At.layout == torch.sparse_csr and At.shape == (23, 37)
+    assert torch.equal(At.to_dense(), dense.t())
+
+
+def test_sparse_csr_sums_duplicates_in_products():
+    rows, cols, vals = torch.tensor([2, 0, 2, 2]), torch.tensor([1, 1, 1, 0]), torch.tensor([1.0, 2.0, 3.0, 4.0])
+    A = sparse_csr(rows, cols, vals, 3, 2)
+    x = torch.tensor([[10.0], [100.0]])
+    assert torch.equal(A @ x, torch.tensor([[200.0], [0.0], [440.0]]))
+
+
+def test_solve_matches_a_dense_float64_solve():
+    (d1, a1), (d2, a2) = random_sparse(50, 30, 0.15, 1), random_sparse(50, 30, 0.15, 2)
+    g = torch.Generator().manual_seed(3)
+    T = torch.randn(2, 50, 4, generator=g, dtype=torch.float64)
+    F0 = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    ridge = 0.5
+    lhs = d1.t() @ d1 + d2.t() @ d2 + ridge * torch.eye(30, dtype=torch.float64)
+    expected = torch.linalg.solve(lhs, d1.t() @ T[0] + d2.t() @ T[1] + ridge * F0)
+    got = solve_features([a1, a2], T, F0, ridge, iters=60)
+    assert got.dtype == torch.float64
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(F0, expected, atol=0.1)  # the solve moved it
+
+
+def test_each_step_lowers_the_objective_and_a_huge_ridge_keeps_the_init():
+    (_, a1), (_, a2) = random_sparse(60, 40, 0.1, 4), random_sparse(60, 40, 0.1, 5)
+    g = torch.Generator().manual_seed(6)
+    T = torch.randn(2, 60, 3, generator=g, dtype=torch.float64)
+    F0 = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    values = [objective([a1, a2], T, solve_features([a1, a2], T, F0, 0.1, k), F0, 0.1) for k in range(6)]
+    assert all(b < a for a, b in itertools.pairwise(values)), values
+    assert torch.allclose(solve_features([a1, a2], T, F0, 0.1, 0), F0, atol=1e-6)  # (solved in float32)
+    assert torch.allclose(solve_features([a1, a2], T, F0, 1e9, 10), F0, atol=1e-6)
+    with pytest.raises(OpenLSMError, match="ridge > 0"):
+        solve_features([a1, a2], T, F0, 0.0, 3)
+
+
+def pixel_aligned_scene(W=12, H=9, D=5):
+    """Two cameras looking at a bumpy surface; one Gaussian per input pixel (view-major), as the LSM makes them,
+    wide enough that each rendered pixel blends several. Features are a function of the surface point, so the two
+    views agree on them (as the LSM's do, roughly)."""
+    g = torch.Generator().manual_seed(7)
+    c2w = torch.stack([look_at(torch.tensor([x, 0.0, 0.0]), torch.tensor([0.0, 0.0, 3.0]), torch.tensor([0, -1.0, 0]))
+                       for x in (-0.2, 0.2)])
+    cams = Cameras(make_K(14.0, 14.0, W / 2, H / 2).expand(2, 3, 3), c2w, W, H)
+    depth = 3.0 + 0.2 * torch.rand(2, H, W, generator=g)
+    means = unproject_depth(depth, cams.Ks, cams.c2w).reshape(-1, 3)
+    n = means.shape[0]
+    feats = torch.sin(means @ torch.randn(3, D, generator=g) * 4)  # [n, D], varying over a few pixels
+    return Gaussians(means, torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4), torch.full((n, 3), math.log(0.25)),
+                     torch.full((n,), 0.0), rgb_to_sh0(torch.rand(n, 1, 3, generator=g)), feats), cams
+
+
+def test_fit_source_features_brings_the_rendered_views_closer_to_their_own_gaussians():
+    gs, cams = pixel_aligned_scene()
+    W, H = cams.width, cams.height
+    target = gs.features.reshape(2, H, W, -1)
+
+    def render_error(features):
+        g = Gaussians(gs.means, gs.quats, gs.log_scales, gs.opacity_logits, gs.sh, features)
+        return float((render(g, cams, backend="torch").features - target).norm() / target.norm())
+
+    predicted = gs.features.clone()
+    before = render_error(gs.features)
+    fitted = fit_source_features(gs, cams, ridge=0.01, iters=30)
+    assert fitted.shape == gs.features.shape and torch.equal(gs.features, predicted)  # the input is untouched
+    after = render_error(fitted)
+    assert after < 0.7 * before, (before, after)
+    # a stronger ridge stays closer to the prediction and fits the views less tightly
+    damped = fit_source_features(gs, cams, ridge=10.0, iters=30)
+    assert (damped - gs.features).norm() < (fitted - gs.features).norm()
+    assert after < render_error(damped) < before
+
+
+def test_fit_source_features_rejects_gaussians_that_are_not_pixel_aligned():
+    gs, cams = pixel_aligned_scene()
+    with pytest.raises(OpenLSMError, match="not pixel-aligned"):
+        fit_source_features(gs[:-1], cams)
+    with pytest.raises(OpenLSMError, match="features"):
+        fit_source_features(Gaussians(gs.means, gs.quats, gs.log_scales, gs.opacity_logits, gs.sh), cams)

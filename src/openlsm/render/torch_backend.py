@@ -272,26 +272,31 @@ def blend_weights(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Te
                   height: int, min_weight: float = 0.0) -> Tensor:
     """The compositing weights of one camera as a sparse CSR matrix [H*W, N]: rasterize(..., values) equals
     blend_weights(...) @ values. Weights under `min_weight` are dropped (no gradients)."""
-    rows, cols, vals = [], [], []
+    none = means2d.new_zeros(0, dtype=torch.long)
+    rows, cols, vals = [none], [none], [means2d.new_zeros(0)]  # (no Gaussian in view: an all-zero matrix)
     with torch.no_grad():
         for _, pix, gid, w, _ in _weighted_pairs(means2d, conics, opacities, depths, radii, width, height):
-            keep = (w > min_weight).nonzero()[:, 0] if min_weight > 0 else None
-            rows.append(pix if keep is None else pix.index_select(0, keep))
-            cols.append(gid if keep is None else gid.index_select(0, keep))
-            vals.append(w if keep is None else w.index_select(0, keep))
-    return sparse_csr(torch.cat(rows) if rows else means2d.new_zeros(0, dtype=torch.long),
-                      torch.cat(cols) if cols else means2d.new_zeros(0, dtype=torch.long),
-                      torch.cat(vals) if vals else means2d.new_zeros(0), width * height, means2d.shape[0])
+            if min_weight > 0:
+                keep = w > min_weight
+                pix, gid, w = pix[keep], gid[keep], w[keep]
+            rows.append(pix)
+            cols.append(gid)
+            vals.append(w)
+    return sparse_csr(torch.cat(rows), torch.cat(cols), torch.cat(vals), width * height, means2d.shape[0])
 
 
 def sparse_csr(rows: Tensor, cols: Tensor, vals: Tensor, n_rows: int, n_cols: int) -> Tensor:
     """COO triplets [P] (duplicates are summed by products) -> a sparse CSR matrix [n_rows, n_cols]."""
     order = torch.argsort(rows.to(torch.int32) if n_rows <= MAX_INT32_KEY else rows, stable=True)  # int32: faster
     crow = torch.cat([rows.new_zeros(1), torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)])
+    return _csr(crow, cols.index_select(0, order), vals.index_select(0, order), n_cols)
+
+
+def _csr(crow: Tensor, cols: Tensor, vals: Tensor, n_cols: int) -> Tensor:
+    """A sparse CSR matrix [len(crow) - 1, n_cols] from its row pointers, column indices and values."""
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are long stable
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, cols.index_select(0, order), vals.index_select(0, order),
-                                       size=(n_rows, n_cols), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, cols, vals, size=(len(crow) - 1, n_cols), check_invariants=False)
 
 
 class _WeightedPairSum(torch.autograd.Function):
@@ -303,10 +308,7 @@ class _WeightedPairSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, values, crow, pix, gid):
         ctx.save_for_backward(w, values, pix, gid)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long stable
-            warnings.simplefilter("ignore", UserWarning)
-            W = torch.sparse_csr_tensor(crow, gid, w, size=(len(crow) - 1, values.shape[0]), check_invariants=False)
-        return W @ values
+        return _csr(crow, gid, w, values.shape[0]) @ values
 
     @staticmethod
     def backward(ctx, grad_out):

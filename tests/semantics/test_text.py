@@ -1,8 +1,20 @@
+import hashlib
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from openlsm.errors import OpenLSMError
 from openlsm.models.semantics import CLASSES, HELD_OUT, get_text_encoder, label_embeddings
+from openlsm.models.semantics import text as text_module
+from openlsm.models.semantics.text import (
+    PRECOMPUTED_TABLE,
+    MiniLMTextEncoder,
+    TableTextEncoder,
+    save_text_table,
+)
+from openlsm.models.semantics.vocab import default_prompts
 
 
 def test_minilm_embeddings_are_normalised_cached_and_semantic(minilm):
@@ -36,3 +48,35 @@ def test_factory_errors():
         get_text_encoder("clip")  # needs weights
     with pytest.raises(OpenLSMError):
         get_text_encoder("clip", weights="/nonexistent/demo_e200.ckpt")
+
+
+def test_shipped_table_is_minilm_on_the_default_prompts(minilm):
+    table = TableTextEncoder(PRECOMPUTED_TABLE)
+    assert table.source == hashlib.sha256((minilm.path / "model.safetensors").read_bytes()).hexdigest()
+    prompts = default_prompts()  # every one is in the table (a missing text raises)
+    live = torch.nn.functional.normalize(minilm._encode_batch(prompts), dim=-1)  # the model itself, no cache
+    torch.testing.assert_close(table.encode(prompts), live, rtol=0, atol=1e-5)
+
+
+def test_default_labels_need_neither_transformers_nor_the_model():
+    code = ("import sys; from openlsm.models.semantics import CLASSES, get_text_encoder, label_embeddings\n"
+            "e = get_text_encoder('minilm'); label_embeddings(e, [*CLASSES, 'couch'])\n"
+            "assert 'transformers' not in sys.modules and e.model is None, 'loaded'\n"
+            "e.encode('a purple giraffe'); assert e.model is not None")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_a_table_from_other_weights_is_not_used(tmp_path, monkeypatch):
+    def live(self):
+        raise RuntimeError("live model load")
+
+    monkeypatch.setattr(MiniLMTextEncoder, "_load", live)
+    assert MiniLMTextEncoder().encode("a photo of a wall.").shape == (1, 384)  # from the shipped table
+    other = save_text_table(TableTextEncoder(PRECOMPUTED_TABLE), ["a photo of a wall."], tmp_path / "t.safetensors",
+                            source="sha256 of other weights")
+    monkeypatch.setattr(text_module, "PRECOMPUTED_TABLE", other)
+    with pytest.raises(RuntimeError, match="live model load"):
+        MiniLMTextEncoder().encode("a photo of a wall.")
+    monkeypatch.setattr(text_module, "PRECOMPUTED_TABLE", PRECOMPUTED_TABLE)
+    with pytest.raises(RuntimeError, match="live model load"):
+        MiniLMTextEncoder(precomputed=False).encode("a photo of a wall.")

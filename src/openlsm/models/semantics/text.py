@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from contextlib import contextmanager
@@ -21,7 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import OpenLSMError
-from .vocab import TEMPLATES, prompts_for
+from .vocab import TEMPLATES, default_prompts, prompts_for
+
+PRECOMPUTED_TABLE = Path(__file__).with_name("minilm_default_prompts.safetensors")
 
 
 class TextEncoder:
@@ -78,30 +81,60 @@ def minilm_model_dir() -> Path:
 
 
 class MiniLMTextEncoder(TextEncoder):
-    """sentence-transformers/all-MiniLM-L6-v2: BERT (6 layers, 384-d), mean pooling over real tokens."""
+    """sentence-transformers/all-MiniLM-L6-v2: BERT (6 layers, 384-d), mean pooling over real tokens.
+
+    The prompts of the default vocabulary (`default_prompts()`) come precomputed from `PRECOMPUTED_TABLE`, which
+    openlsm ships (written by `write_precomputed_table` from the same weights, checked by their sha256), so the
+    default labels need neither transformers nor the model: both load at the first other text (5-10 s on a
+    2-core CPU, most of it importing transformers)."""
 
     name, dim = "minilm", 384
 
-    def __init__(self, device: str | torch.device = "cpu", model_dir: str | Path | None = None):
+    def __init__(self, device: str | torch.device = "cpu", model_dir: str | Path | None = None,
+                 precomputed: bool = True):
         super().__init__(device)
-        path = Path(model_dir) if model_dir else minilm_model_dir()
-        try:
-            import transformers
-        except ImportError as e:
-            raise OpenLSMError("the MiniLM text encoder needs 'transformers' (pip install transformers)") from e
+        self.path = Path(model_dir) if model_dir else minilm_model_dir()
+        if importlib.util.find_spec("transformers") is None:
+            raise OpenLSMError("the MiniLM text encoder needs 'transformers' (pip install transformers)")
+        self.tokenizer = self.model = None
+        if precomputed and PRECOMPUTED_TABLE.is_file():
+            table = TableTextEncoder(PRECOMPUTED_TABLE)
+            if table.source == _weights_sha256(self.path):  # other weights: encode everything live
+                self._cache.update(table._cache)
+
+    def _load(self) -> None:
+        import transformers
+
         with _offline_env():
             transformers.logging.set_verbosity_error()
             transformers.logging.disable_progress_bar()
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            self.model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+            self.model = transformers.AutoModel.from_pretrained(str(self.path), local_files_only=True)
         self.model.eval().to(self.device)
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        if self.model is None:
+            self._load()
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
         hidden = self.model(**batch).last_hidden_state  # [N, L, 384]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [N, L, 1]
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
+def _weights_sha256(model_dir: Path) -> str:
+    """sha256 of a MiniLM folder's weights file (~0.2 s): ties a precomputed table to the weights it came from."""
+    return hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+
+
+def write_precomputed_table(path: str | Path | None = None) -> Path:
+    """(Re)write the shipped MiniLM table: `default_prompts()` encoded live, tagged with the weights' sha256.
+
+        python -c "from openlsm.models.semantics.text import write_precomputed_table as w; w()"
+    """
+    encoder = MiniLMTextEncoder(precomputed=False)
+    return save_text_table(encoder, default_prompts(), path or PRECOMPUTED_TABLE,
+                           source=_weights_sha256(encoder.path))
 
 
 class CLIPTextEncoder(TextEncoder):
@@ -151,14 +184,15 @@ class TableTextEncoder(TextEncoder):
 
         texts = json.loads(meta["texts"])
         self.name, self.dim = meta.get("encoder", "table"), embeddings.shape[1]
+        self.source = meta.get("source")  # what the embeddings came from (MiniLM: its weights' sha256)
         self._cache.update(zip(texts, F.normalize(embeddings.float(), dim=-1)))
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
         raise OpenLSMError(f"text not in the precomputed table: {texts[0]!r} (and {len(texts) - 1} more)")
 
 
-def save_text_table(encoder: TextEncoder, texts: list[str], path: str | Path) -> Path:
-    """Write `encoder.encode(texts)` with the texts in the metadata (safetensors, atomic)."""
+def save_text_table(encoder: TextEncoder, texts: list[str], path: str | Path, source: str | None = None) -> Path:
+    """Write `encoder.encode(texts)` with the texts (and `source`) in the metadata (safetensors, atomic)."""
     import json
 
     from safetensors.torch import save_file
@@ -167,7 +201,7 @@ def save_text_table(encoder: TextEncoder, texts: list[str], path: str | Path) ->
 
     texts = list(dict.fromkeys(texts))
     embeddings = encoder.encode(texts).contiguous()
-    meta = {"texts": json.dumps(texts), "encoder": encoder.name}
+    meta = {"texts": json.dumps(texts), "encoder": encoder.name, **({"source": source} if source else {})}
     return atomic_write(path, lambda tmp: save_file({"embeddings": embeddings}, tmp, metadata=meta))
 
 

@@ -76,3 +76,9 @@ def prompts_for(name: str, templates: tuple[str, ...] | list[str] = TEMPLATES, p
 def held_out_names() -> list[str]:
     """Every held-out name, flat."""
     return [n for names in HELD_OUT.values() for n in names]
+
+
+def default_prompts() -> list[str]:
+    """The prompts that openlsm's default labels, held-out names and relevancy negatives embed (`TEMPLATES`)."""
+    names = [*CLASSES, *held_out_names(), *CANONICAL_NEGATIVES]
+    return list(dict.fromkeys(p for n in names for p in prompts_for(n, TEMPLATES)))

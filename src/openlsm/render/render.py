@@ -5,7 +5,9 @@
 
 Batched scenes: gaussians [B, N] (see Gaussians.stack) with cameras [B, C] give [B, C, H, W, ...].
 `backend="auto"` uses gsplat on CUDA tensors when it is installed and falls back to the PyTorch backend
-(with one log line) otherwise; both follow the same conventions, so results agree to float rounding.
+(with one log line) otherwise; both follow the same conventions, so results agree to float rounding. On the CPU,
+renders that need no gradient composite with Numba when it is installed (`numba_backend`, same maths; set
+OPENLSM_NUMBA=0 for the pure-PyTorch path).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import Tensor
 
 from ..cameras import Cameras
 from ..gaussians import SH_C0, Gaussians
+from . import numba_backend
 from .sh import eval_sh
 from .torch_backend import project_gaussians, rasterize
 
@@ -105,13 +108,19 @@ def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, hei
     c2w, Ks, viewmats = cams.c2w.to(gaussians.means), cams.Ks.to(gaussians.means), cams.viewmats.to(gaussians.means)
     feats = gaussians.features if with_features else None
     which = pick_backend(backend, gaussians.means.device)
-    if which == "gsplat" and not _needs_grad(gaussians, c2w, Ks):
+    needs_grad = _needs_grad(gaussians, c2w, Ks)
+    if which == "gsplat" and not needs_grad:
         rgb, depth, alpha, out_feats = _render_gsplat_inference(gaussians, feats, c2w, viewmats, Ks, sh_degree, width,
                                                                 height, near, far, eps2d)
     else:
         colors = view_colors(gaussians, c2w, sh_degree)  # [C, N, 3]
-        fn = _render_gsplat if which == "gsplat" else _render_torch
-        rgb, depth, alpha, out_feats = fn(gaussians, colors, feats, viewmats, Ks, width, height, near, far, eps2d)
+        if which == "gsplat":
+            rgb, depth, alpha, out_feats = _render_gsplat(gaussians, colors, feats, viewmats, Ks, width, height, near,
+                                                          far, eps2d)
+        else:
+            compiled = not needs_grad and gaussians.means.device.type == "cpu" and numba_backend.available()
+            rgb, depth, alpha, out_feats = _render_torch(gaussians, colors, feats, viewmats, Ks, width, height, near,
+                                                         far, eps2d, numba_backend.rasterize if compiled else rasterize)
     if background is not None:
         rgb = rgb + (1 - alpha[..., None]) * background.to(rgb)
     out = RenderOutput(rgb, depth, alpha, out_feats)
@@ -120,14 +129,16 @@ def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, hei
     return out
 
 
-def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d):
+def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d, composite=rasterize):
+    """Projection in PyTorch; compositing by `composite` (torch_backend.rasterize or, without gradients on the CPU,
+    numba_backend.rasterize: the same maths, compiled)."""
     opac = g.opacities
     means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, opac, viewmats, Ks, width, height,
                                                        near, far, eps2d)
     rgbs, dps, alphas, fts = [], [], [], []
     for c in range(viewmats.shape[0]):
         parts = [colors[c]] + ([feats] if feats is not None else []) + [depths[c][:, None]]
-        acc, alpha = rasterize(means2d[c], conics[c], opac, depths[c], radii[c], torch.cat(parts, -1), width, height)
+        acc, alpha = composite(means2d[c], conics[c], opac, depths[c], radii[c], torch.cat(parts, -1), width, height)
         rgbs.append(acc[..., :3])
         fts.append(acc[..., 3:-1])
         dps.append(acc[..., -1] / alpha.clamp_min(1e-10))

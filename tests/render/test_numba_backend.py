@@ -1,0 +1,108 @@
+"""The Numba compositing (CPU, no gradients) against the brute-force reference and the PyTorch compositing."""
+
+import math
+
+import pytest
+import torch
+
+from openlsm.cameras import Cameras, look_at, make_K
+from openlsm.render import numba_backend, render
+from openlsm.render.render import view_colors
+from openlsm.render.torch_backend import MAX_ALPHA, project_gaussians, rasterize
+
+from .reference import reference_render
+from .test_render import random_scene
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture(autouse=True)
+def compiled_compositing(monkeypatch):
+    monkeypatch.setenv("OPENLSM_NUMBA", "1")
+
+
+def test_switch():
+    assert numba_backend.available()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force_reference(seed):
+    g = random_scene(300, seed)
+    g.opacity_logits = g.opacity_logits + 1.5 * seed  # seed 2 is nearly opaque: early termination matters
+    W, H = 70, 45  # not a multiple of the tile size
+    c2w = look_at(torch.tensor([0.3, -0.2, -0.5], dtype=torch.float64), torch.tensor([0, 0, 3.0], dtype=torch.float64),
+                  torch.tensor([0, -1.0, 0], dtype=torch.float64))
+    cam = Cameras(make_K(60.0, 55.0, 33.0, 24.0).double(), c2w, W, H)
+    out = render(g, cam, backend="torch")
+    values = torch.cat([view_colors(g, c2w[None], None)[0], g.features], -1)
+    acc, alpha, dep = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
+                                       MAX_ALPHA)
+    assert out.rgb.dtype == torch.float64
+    assert torch.allclose(out.alpha, alpha, atol=1e-9)
+    assert torch.allclose(out.rgb, acc[..., :3], atol=1e-9)
+    assert torch.allclose(out.features, acc[..., 3:], atol=1e-9)
+    hit = alpha > 1e-3
+    assert torch.allclose(out.depth[hit], (dep / alpha)[hit], atol=1e-8)
+    assert alpha.max() > 0.9
+
+
+def test_pixels_stop_behind_opaque_walls():
+    g = random_scene(200, seed=4)
+    g.means[:2] = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.2]], dtype=torch.float64)  # two walls in front
+    g.log_scales[:2] = math.log(10.0)
+    g.opacity_logits[:2] = 8.0
+    W, H = 40, 30
+    cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0).double(), torch.eye(4, dtype=torch.float64), W, H)
+    out = render(g, cam, backend="torch")
+    values = torch.cat([view_colors(g, torch.eye(4, dtype=torch.float64)[None], None)[0], g.features], -1)
+    acc, alpha, _ = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
+                                     MAX_ALPHA)
+    assert torch.allclose(out.rgb, acc[..., :3], atol=1e-9) and torch.allclose(out.alpha, alpha, atol=1e-9)
+    assert alpha.min() > 0.99
+
+
+def test_float32_dense_scene_equals_pytorch_compositing():
+    """Large overlapping Gaussians (most pixels saturate), float32 as in inference."""
+    g = random_scene(3000, seed=5, feat=8, dtype=torch.float32)
+    g.log_scales = g.log_scales + 1.0
+    W, H = 96, 80
+    c2w = torch.eye(4)
+    cam = Cameras(make_K(80.0, 80.0, 48.0, 40.0), c2w, W, H)
+    means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None],
+                                                       cam.Ks[None], W, H)
+    values = torch.cat([view_colors(g, c2w[None], None)[0], g.features, depths[0][:, None]], -1)
+    args = (means2d[0], conics[0], g.opacities, depths[0], radii[0], values, W, H)
+    fast, fast_alpha = numba_backend.rasterize(*args)
+    slow, slow_alpha = rasterize(*args)
+    assert fast.dtype == torch.float32 and fast.shape == (H, W, values.shape[1])
+    assert (slow_alpha > 0.999).float().mean() > 0.5  # early stops are exercised
+    torch.testing.assert_close(fast_alpha, slow_alpha, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+def test_nothing_visible_gives_an_empty_image():
+    g = random_scene(50, seed=6)
+    g.means[:, 2] = -3.0  # all behind the camera
+    cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0).double(), torch.eye(4, dtype=torch.float64), 40, 30)
+    out = render(g, cam, backend="torch")
+    assert out.alpha.abs().max() == 0 and out.rgb.abs().max() == 0
+
+
+def test_used_only_without_gradients(monkeypatch):
+    calls = []
+    real = numba_backend.rasterize
+    monkeypatch.setattr(numba_backend, "rasterize", lambda *a: calls.append(1) or real(*a))
+    g = random_scene(100, seed=7)
+    cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0).double(), torch.eye(4, dtype=torch.float64), 40, 30)
+    fast = render(g, cam, backend="torch")
+    assert calls == [1]
+    g.means.requires_grad_(True)
+    slow = render(g, cam, backend="torch")
+    assert calls == [1]  # autograd needs the PyTorch compositing
+    slow.rgb.sum().backward()
+    assert g.means.grad.abs().sum() > 0
+    torch.testing.assert_close(fast.rgb, slow.rgb.detach(), rtol=0, atol=1e-9)
+    monkeypatch.setenv("OPENLSM_NUMBA", "0")  # the switch
+    with torch.no_grad():
+        render(g, cam, backend="torch")
+    assert calls == [1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from openlsm.cameras import Cameras, look_at, make_K
-from openlsm.render import numba_backend, render
+from openlsm.render import numba_backend, render, torch_backend
 from openlsm.render.render import view_colors
 from openlsm.render.torch_backend import MAX_ALPHA, project_gaussians, rasterize
 
@@ -106,3 +106,24 @@ def test_used_only_without_gradients(monkeypatch):
     with torch.no_grad():
         render(g, cam, backend="torch")
     assert calls == [1]
+
+
+@pytest.mark.parametrize("min_weight", [0.0, 1e-2])
+def test_blend_weights_equal_the_pytorch_ones_and_give_the_render(min_weight):
+    g = random_scene(400, seed=8, feat=4)
+    g.opacity_logits = g.opacity_logits + 2.0  # early stops matter
+    W, H = 50, 37
+    cam = Cameras(make_K(50.0, 50.0, 25.0, 18.0).double(), torch.eye(4, dtype=torch.float64), W, H)
+    means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None],
+                                                       cam.Ks[None], W, H)
+    args = (means2d[0], conics[0], g.opacities, depths[0], radii[0], W, H)
+    fast = numba_backend.blend_weights(*args, min_weight=min_weight)
+    slow = torch_backend.blend_weights(*args, min_weight=min_weight)
+    assert fast.layout == torch.sparse_csr and fast.shape == (W * H, 400) and fast.dtype == torch.float64
+    # the same non-zeros (the PyTorch path also stores zero weights of pairs behind a pixel's stop)
+    assert fast._nnz() == int((slow.values() != 0).sum()) > 0 and (fast.values() > min_weight).all()
+    torch.testing.assert_close(fast.to_dense(), slow.to_dense(), rtol=0, atol=1e-12)
+    if min_weight == 0:
+        acc, alpha = numba_backend.rasterize(*args[:5], g.features, W, H)
+        torch.testing.assert_close(fast @ g.features, acc.reshape(W * H, -1), rtol=0, atol=1e-9)
+        torch.testing.assert_close(fast @ torch.ones(400, dtype=torch.float64), alpha.reshape(-1), rtol=0, atol=1e-9)

@@ -9,6 +9,7 @@ scenes of large, overlapping Gaussians. No autograd: `render` uses it only where
 
     if numba_backend.available():
         out, alpha = numba_backend.rasterize(means2d, conics, opacities, depths, radii, values, W, H)
+        weights = numba_backend.blend_weights(means2d, conics, opacities, depths, radii, W, H)  # sparse [H*W, N]
 """
 
 from __future__ import annotations
@@ -55,48 +56,42 @@ def _compile() -> dict:
                     fill[t] += 1
         return starts, ids
 
+    @numba.njit(inline="always")
+    def pair_alpha(params, g, px, py):  # alpha of Gaussian g at pixel (px, py); 0 under the 1/255 cut-off
+        dx, dy = px + 0.5 - params[g, 0], py + 0.5 - params[g, 1]
+        sigma = 0.5 * params[g, 2] * dx * dx + params[g, 3] * dx * dy + 0.5 * params[g, 4] * dy * dy
+        a = params[g, 5] * np.exp(-sigma) if sigma >= 0.0 else 0.0
+        return min(a, MAX_ALPHA) if a >= ALPHA_MIN else 0.0
+
+    # Both kernels walk a tile Gaussian-major (its list is in depth order, so every pixel still composites front to
+    # back), visiting only the pixels of each Gaussian's box; a pixel stops before the Gaussian that would bring its
+    # transmittance to 1e-4 or below (as gsplat), and a tile stops when all its pixels have.
+
     @numba.njit(parallel=True, cache=True)
     def composite(starts, ids, params, x0, x1, y0, y1, values, width, height, tiles_x, out, alpha):
         n_values = values.shape[1]
         for t in numba.prange(starts.shape[0] - 1):
-            s, e = starts[t], starts[t + 1]
-            if s == e:
-                continue
-            ty, tx = t // tiles_x, t % tiles_x
-            tile_x0, tile_y0 = tx * TILE, ty * TILE
-            trans = np.ones((TILE, TILE))  # per pixel of the tile; 0 once it has stopped
+            tile_x0, tile_y0 = (t % tiles_x) * TILE, (t // tiles_x) * TILE
+            trans = np.ones((TILE, TILE))  # 0 once the pixel has stopped
             acc = np.zeros((TILE, TILE, n_values))
             acc_alpha = np.zeros((TILE, TILE))
             open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
-            # Gaussian-major inside the tile (the list is in depth order, so every pixel still composites front to
-            # back): only the pixels of each Gaussian's box are visited.
-            for k in range(s, e):
+            for k in range(starts[t], starts[t + 1]):
                 g = ids[k]
-                mx, my, ca, cb, cc, op = params[g, 0], params[g, 1], params[g, 2], params[g, 3], params[g, 4], params[g, 5]
                 for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
-                    dy = py + 0.5 - my
                     for px in range(max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)):
                         T = trans[py - tile_y0, px - tile_x0]
-                        if T == 0.0:
+                        a = pair_alpha(params, g, px, py) if T > 0.0 else 0.0
+                        if a == 0.0:
                             continue
-                        dx = px + 0.5 - mx
-                        sigma = 0.5 * ca * dx * dx + cb * dx * dy + 0.5 * cc * dy * dy
-                        if sigma < 0.0:
-                            continue
-                        a = op * np.exp(-sigma)
-                        if a < ALPHA_MIN:
-                            continue
-                        a = min(a, MAX_ALPHA)
-                        t_next = T * (1.0 - a)
-                        if t_next <= T_MIN:  # gsplat stops before the Gaussian that would saturate the pixel
+                        if T * (1.0 - a) <= T_MIN:
                             trans[py - tile_y0, px - tile_x0] = 0.0
                             open_pixels -= 1
                             continue
-                        w = a * T
                         for d in range(n_values):
-                            acc[py - tile_y0, px - tile_x0, d] += w * values[g, d]
-                        acc_alpha[py - tile_y0, px - tile_x0] += w
-                        trans[py - tile_y0, px - tile_x0] = t_next
+                            acc[py - tile_y0, px - tile_x0, d] += a * T * values[g, d]
+                        acc_alpha[py - tile_y0, px - tile_x0] += a * T
+                        trans[py - tile_y0, px - tile_x0] = T * (1.0 - a)
                 if open_pixels == 0:
                     break
             for py in range(tile_y0, min(height, tile_y0 + TILE)):
@@ -105,29 +100,97 @@ def _compile() -> dict:
                         out[py * width + px, d] = acc[py - tile_y0, px - tile_x0, d]
                     alpha[py * width + px] = acc_alpha[py - tile_y0, px - tile_x0]
 
-    _kernels.update(bin_tiles=bin_tiles, composite=composite)
+    @numba.njit(parallel=True, cache=True)
+    def weights(starts, ids, params, x0, x1, y0, y1, width, height, tiles_x, min_weight, crow, cols, vals):
+        """With empty cols: counts each pixel's weights above min_weight into crow[p + 1]. Else writes them (the
+        Gaussian's position k in depth order, the weight) from crow[p] on: CSR rows, each in depth order."""
+        fill = cols.shape[0] > 0
+        for t in numba.prange(starts.shape[0] - 1):
+            tile_x0, tile_y0 = (t % tiles_x) * TILE, (t // tiles_x) * TILE
+            trans = np.ones((TILE, TILE))
+            cursor = np.zeros((TILE, TILE), np.int64)
+            if fill:
+                for py in range(tile_y0, min(height, tile_y0 + TILE)):
+                    for px in range(tile_x0, min(width, tile_x0 + TILE)):
+                        cursor[py - tile_y0, px - tile_x0] = crow[py * width + px]
+            open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
+            for k in range(starts[t], starts[t + 1]):
+                g = ids[k]
+                for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
+                    for px in range(max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)):
+                        T = trans[py - tile_y0, px - tile_x0]
+                        a = pair_alpha(params, g, px, py) if T > 0.0 else 0.0
+                        if a == 0.0:
+                            continue
+                        if T * (1.0 - a) <= T_MIN:
+                            trans[py - tile_y0, px - tile_x0] = 0.0
+                            open_pixels -= 1
+                            continue
+                        if a * T > min_weight:
+                            if fill:
+                                c = cursor[py - tile_y0, px - tile_x0]
+                                cols[c], vals[c] = g, a * T
+                                cursor[py - tile_y0, px - tile_x0] = c + 1
+                            else:
+                                crow[py * width + px + 1] += 1
+                        trans[py - tile_y0, px - tile_x0] = T * (1.0 - a)
+                if open_pixels == 0:
+                    break
+
+    _kernels.update(bin_tiles=bin_tiles, composite=composite, weights=weights)
     return _kernels
+
+
+def _prepare(means2d, conics, opacities, depths, radii, width, height):
+    """Visible Gaussians front to back: their ids [M], boxes, params [M, 6] (centre, conic, opacity; float64) and
+    per-tile lists (CSR over the tiles, row-major)."""
+    with torch.no_grad():
+        ids = (radii > 0).all(-1).nonzero()[:, 0]
+        ids = ids[torch.argsort(depths[ids], stable=True)]  # front to back
+        x0, x1, y0, y1 = (b.numpy() for b in _boxes(means2d[ids], radii[ids], width, height))
+        params = torch.cat([means2d[ids], conics[ids], opacities[ids, None]], -1).double().numpy()
+    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
+    starts, tile_ids = _compile()["bin_tiles"](x0, x1, y0, y1, tiles_x, tiles_x * tiles_y)
+    return ids, (starts, tile_ids, params, x0, x1, y0, y1), tiles_x
+
+
+def _set_threads():
+    import numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, values: Tensor,
               width: int, height: int) -> tuple[Tensor, Tensor]:
     """As `torch_backend.rasterize` (CPU tensors, no gradients): means2d [N, 2], conics [N, 3], opacities [N],
     depths [N], radii [N, 2], values [N, D] -> accumulated values [H, W, D] and alpha [H, W]."""
-    import numba
-
-    k = _compile()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    _set_threads()
+    ids, tiles, tiles_x = _prepare(means2d, conics, opacities, depths, radii, width, height)
+    dtype = values.dtype if values.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.no_grad():
-        ids = (radii > 0).all(-1).nonzero()[:, 0]
-        ids = ids[torch.argsort(depths[ids], stable=True)]  # front to back
-        x0, x1, y0, y1 = (b.numpy() for b in _boxes(means2d[ids], radii[ids], width, height))
-        params = torch.cat([means2d[ids], conics[ids], opacities[ids, None]], -1).double().numpy()
-        dtype = values.dtype if values.dtype in (torch.float32, torch.float64) else torch.float32
         vals = values[ids].to(dtype).contiguous().numpy()
-    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-    starts, tile_ids = k["bin_tiles"](x0, x1, y0, y1, tiles_x, tiles_x * tiles_y)
     out = np.zeros((width * height, vals.shape[1]), vals.dtype)
     alpha = np.zeros(width * height, vals.dtype)
-    k["composite"](starts, tile_ids, params, x0, x1, y0, y1, vals, width, height, tiles_x, out, alpha)
+    _compile()["composite"](*tiles, vals, width, height, tiles_x, out, alpha)
     return (torch.from_numpy(out).to(values.dtype).reshape(height, width, -1),
             torch.from_numpy(alpha).to(values.dtype).reshape(height, width))
+
+
+def blend_weights(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, width: int,
+                  height: int, min_weight: float = 0.0) -> Tensor:
+    """As `torch_backend.blend_weights` (CPU): the compositing weights as a sparse CSR matrix [H*W, N] with
+    rasterize(..., values) == W @ values; weights under `min_weight` dropped."""
+    from .torch_backend import _csr
+
+    _set_threads()
+    ids, tiles, tiles_x = _prepare(means2d, conics, opacities, depths, radii, width, height)
+    kernel = _compile()["weights"]
+    crow = np.zeros(width * height + 1, np.int64)
+    kernel(*tiles, width, height, tiles_x, min_weight, crow, np.zeros(0, np.int64), np.zeros(0, np.float32))
+    crow = np.cumsum(crow)
+    cols = np.empty(crow[-1], np.int64)
+    vals = np.empty(crow[-1], np.float64 if means2d.dtype == torch.float64 else np.float32)
+    if crow[-1]:
+        kernel(*tiles, width, height, tiles_x, min_weight, crow, cols, vals)
+    cols = ids.index_select(0, torch.from_numpy(cols))  # depth-order position -> Gaussian index
+    return _csr(torch.from_numpy(crow), cols, torch.from_numpy(vals).to(means2d.dtype), means2d.shape[0])

@@ -24,16 +24,20 @@ from torch import Tensor
 from openlsm.cameras.cameras import Cameras
 from openlsm.errors import OpenLSMError
 from openlsm.gaussians.gaussians import Gaussians
+from openlsm.render import numba_backend
 from openlsm.render.torch_backend import blend_weights, project_gaussians, sparse_csr
 
 
 def view_weights(gaussians: Gaussians, cameras: Cameras, min_weight: float = 0.0) -> list[Tensor]:
-    """The compositing weights of each camera [C] as sparse CSR matrices [H*W, N] (pure PyTorch, any device)."""
+    """The compositing weights of each camera [C] as sparse CSR matrices [H*W, N] (any device; compiled by Numba
+    on the CPU when it is installed)."""
     g, cams = gaussians, cameras.flatten()
     W, H = cams.width, cams.height
     means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, g.opacities,
                                                        cams.viewmats.to(g.means), cams.Ks.to(g.means), W, H)
-    return [blend_weights(means2d[c], conics[c], g.opacities, depths[c], radii[c], W, H, min_weight)
+    build = numba_backend.blend_weights if g.means.device.type == "cpu" and numba_backend.available() \
+        else blend_weights
+    return [build(means2d[c], conics[c], g.opacities, depths[c], radii[c], W, H, min_weight)
             for c in range(len(cams.Ks))]
 
 

@@ -24,8 +24,16 @@ def objective(As, T, F, F0, ridge):
     return sum(float(((a.to_dense() @ F - t) ** 2).sum()) for a, t in zip(As, T)) + ridge * float(((F - F0) ** 2).sum())
 
 
-def test_transpose_csr_is_the_dense_transpose():
+@pytest.mark.parametrize("numba", ["0", "1"], ids=["pytorch", "numba"])
+def test_transpose_csr_is_the_dense_transpose(numba, monkeypatch):
+    if numba == "1":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("OPENLSM_NUMBA", numba)
     dense, A = random_sparse(37, 23, 0.2, 0)
+    dense[5] = 0  # an empty row and an empty column
+    dense[:, 7] = 0
+    rows, cols = dense.nonzero().unbind(1)
+    A = sparse_csr(rows, cols, dense[rows, cols], 37, 23)
     At = transpose_csr(A)
     assert At.layout == torch.sparse_csr and At.shape == (23, 37)
     assert torch.equal(At.to_dense(), dense.t())

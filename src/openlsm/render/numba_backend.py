@@ -137,7 +137,21 @@ def _compile() -> dict:
                 if open_pixels == 0:
                     break
 
-    _kernels.update(bin_tiles=bin_tiles, composite=composite, weights=weights)
+    @numba.njit(cache=True)
+    def transpose(crow, cols, n_cols):  # CSR structure -> the transpose's row pointers and, per entry, its slot
+        crow_t = np.zeros(n_cols + 1, np.int64)
+        for c in cols:
+            crow_t[c + 1] += 1
+        crow_t = np.cumsum(crow_t)
+        fill = crow_t[:-1].copy()
+        slots = np.empty(cols.shape[0], np.int64)
+        for r in range(crow.shape[0] - 1):  # rows in order: each row of the transpose stays sorted
+            for k in range(crow[r], crow[r + 1]):
+                slots[k] = fill[cols[k]]
+                fill[cols[k]] += 1
+        return crow_t, slots
+
+    _kernels.update(bin_tiles=bin_tiles, composite=composite, weights=weights, transpose=transpose)
     return _kernels
 
 
@@ -194,3 +208,15 @@ def blend_weights(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Te
         kernel(*tiles, width, height, tiles_x, min_weight, crow, cols, vals)
     cols = ids.index_select(0, torch.from_numpy(cols))  # depth-order position -> Gaussian index
     return _csr(torch.from_numpy(crow), cols, torch.from_numpy(vals).to(means2d.dtype), means2d.shape[0])
+
+
+def transpose_csr(a: Tensor) -> Tensor:
+    """A sparse CSR matrix [R, C] (CPU) -> its transpose as a CSR matrix [C, R], by a counting sort."""
+    from .torch_backend import _csr
+
+    crow, cols = a.crow_indices(), a.col_indices()
+    crow_t, slots = _compile()["transpose"](crow.numpy(), cols.numpy(), a.shape[1])
+    slots = torch.from_numpy(slots)
+    rows = torch.repeat_interleave(torch.arange(a.shape[0]), crow.diff())
+    return _csr(torch.from_numpy(crow_t), torch.empty_like(rows).index_copy_(0, slots, rows),
+                torch.empty_like(a.values()).index_copy_(0, slots, a.values()), a.shape[0])

@@ -43,6 +43,8 @@ def view_weights(gaussians: Gaussians, cameras: Cameras, min_weight: float = 0.0
 
 def transpose_csr(a: Tensor) -> Tensor:
     """A sparse CSR matrix [R, C] -> its transpose as a CSR matrix [C, R] (torch's own conversion is ~10x slower)."""
+    if a.device.type == "cpu" and numba_backend.available():
+        return numba_backend.transpose_csr(a)
     crow = a.crow_indices()
     rows = torch.repeat_interleave(torch.arange(a.shape[0], device=crow.device), crow.diff())
     return sparse_csr(a.col_indices(), rows, a.values(), a.shape[1], a.shape[0])

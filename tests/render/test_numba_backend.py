@@ -127,3 +127,18 @@ def test_blend_weights_equal_the_pytorch_ones_and_give_the_render(min_weight):
         acc, alpha = numba_backend.rasterize(*args[:5], g.features, W, H)
         torch.testing.assert_close(fast @ g.features, acc.reshape(W * H, -1), rtol=0, atol=1e-9)
         torch.testing.assert_close(fast @ torch.ones(400, dtype=torch.float64), alpha.reshape(-1), rtol=0, atol=1e-9)
+
+
+def test_concurrent_renders_from_threads_agree():
+    import threading
+
+    g = random_scene(300, seed=9, dtype=torch.float32)
+    cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0), torch.eye(4), 40, 30)
+    ref = render(g, cam, backend="torch").rgb
+    outs = []
+    threads = [threading.Thread(target=lambda: outs.append(render(g, cam, backend="torch").rgb)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outs) == 4 and all(torch.equal(o, ref) for o in outs) and ref.abs().sum() > 0

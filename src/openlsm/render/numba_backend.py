@@ -14,8 +14,10 @@ scenes of large, overlapping Gaussians. No autograd: `render` uses it only where
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import threading
 
 import numpy as np
 import torch
@@ -25,6 +27,9 @@ from .torch_backend import ALPHA_MIN, MAX_ALPHA, T_MIN, _boxes
 
 TILE = 16
 _kernels: dict = {}
+# One kernel launch at a time: Numba's fallback threading layer (workqueue) aborts on concurrent parallel launches
+# from several Python threads (e.g. viewer callbacks).
+_LOCK = threading.RLock()
 
 
 def available() -> bool:
@@ -33,9 +38,14 @@ def available() -> bool:
 
 
 def _compile() -> dict:
-    """JIT-compile the two kernels once per process (cached on disk by Numba after the first run)."""
-    if _kernels:
-        return _kernels
+    """The kernels, compiled at their first call (Numba caches them on disk; a later process loads them)."""
+    with _LOCK:
+        if not _kernels:
+            _define()
+    return _kernels
+
+
+def _define() -> None:
     import numba
 
     @numba.njit(cache=True)
@@ -152,7 +162,6 @@ def _compile() -> dict:
         return crow_t, slots
 
     _kernels.update(bin_tiles=bin_tiles, composite=composite, weights=weights, transpose=transpose)
-    return _kernels
 
 
 def _prepare(means2d, conics, opacities, depths, radii, width, height):
@@ -168,12 +177,21 @@ def _prepare(means2d, conics, opacities, depths, radii, width, height):
     return ids, (starts, tile_ids, params, x0, x1, y0, y1), tiles_x
 
 
+def _locked(fn):
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with _LOCK:
+            return fn(*args, **kwargs)
+    return run
+
+
 def _set_threads():
     import numba
 
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
+@_locked
 def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, values: Tensor,
               width: int, height: int) -> tuple[Tensor, Tensor]:
     """As `torch_backend.rasterize` (CPU tensors, no gradients): means2d [N, 2], conics [N, 3], opacities [N],
@@ -190,6 +208,7 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
             torch.from_numpy(alpha).to(values.dtype).reshape(height, width))
 
 
+@_locked
 def blend_weights(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, width: int,
                   height: int, min_weight: float = 0.0) -> Tensor:
     """As `torch_backend.blend_weights` (CPU): the compositing weights as a sparse CSR matrix [H*W, N] with
@@ -210,6 +229,7 @@ def blend_weights(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Te
     return _csr(torch.from_numpy(crow), cols, torch.from_numpy(vals).to(means2d.dtype), means2d.shape[0])
 
 
+@_locked
 def transpose_csr(a: Tensor) -> Tensor:
     """A sparse CSR matrix [R, C] (CPU) -> its transpose as a CSR matrix [C, R], by a counting sort."""
     from .torch_backend import _csr

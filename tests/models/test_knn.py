@@ -26,7 +26,7 @@ def _same(got, points, k=3):
 
 def _grid(points, k=3, **kw):
     """The grid search alone: no query goes to the all-pairs fallback."""
-    return knn_mean_sq_dist(points, k, fallback_elements=0, **kw)
+    return knn_mean_sq_dist(points, k, fallback_elements=0, method="grid", **kw)
 
 
 def _gen(seed):
@@ -227,6 +227,7 @@ def test_auto_falls_back_to_the_grid_when_the_tile_kernel_fails(monkeypatch):
     monkeypatch.setattr(knn_tiles, "_failures", [])
     monkeypatch.setattr(knn_tiles, "tiles_available", lambda device: not knn_tiles._failures)  # as on a GPU
     monkeypatch.setattr(knn_tiles, "knn_mean_sq_dist_tiles", broken)
+    monkeypatch.setenv("OPENLSM_NUMBA", "0")  # as on a GPU: no compiled CPU search after the failure
     pts = _clustered(21, 800)
     with pytest.warns(RuntimeWarning, match="grid search"):
         first = knn_mean_sq_dist(pts)
@@ -234,3 +235,35 @@ def test_auto_falls_back_to_the_grid_when_the_tile_kernel_fails(monkeypatch):
     assert len(calls) == 1 and len(knn_tiles._failures) == 1
     _same(first, pts)
     assert torch.equal(first, second)
+
+
+def test_numba_search_matches_bruteforce():
+    """The compiled search (what "auto" runs on the CPU with Numba) on every cloud above."""
+    pytest.importorskip("numba")
+
+    def numba(points, k=3):
+        return knn_mean_sq_dist(points, k, method="numba")
+
+    ax = torch.arange(12.0)
+    base = torch.rand(600, 3, generator=_gen(5))
+    clouds = [torch.rand(4000, 3, generator=_gen(0)) * torch.tensor([4.0, 1.0, 0.2]) + 3.0, _clustered(2),
+              _clustered(3), _plane_point_map(4), torch.linspace(0, 1, 801)[:, None] * torch.tensor([[1.0, 2.0, -0.5]]),
+              torch.cartesian_prod(ax, ax, ax) * 0.25 + 1.0,
+              torch.cat([base, base[:200], base[:50], torch.full((12, 3), 0.5)])]
+    for pts in clouds:
+        _same(numba(pts), pts)
+    for k in (1, 5):
+        _same(numba(clouds[1][:1200], k), clouds[1][:1200], k)
+    for n in (1, 2, 3, 4):
+        pts = torch.tensor([[0.0, 0, 0], [0.0, 3, 4], [1.0, 0, 0], [0.0, 0, 2]])[:n]
+        _same(numba(pts), pts)
+        assert numba(torch.zeros(n, 3)).tolist() == [0.0] * n
+    batch = torch.stack([_clustered(6, 1500), _plane_point_map(7, 24, 32)[:1500]]).double()
+    got = numba(batch)
+    assert got.dtype == torch.float64 and got.shape == (2, 1500)
+    for b in range(2):
+        torch.testing.assert_close(got[b], _ref64(batch[b]), rtol=1e-12, atol=0)
+    pts, bad, keep = _non_finite_cloud(9, 1000)
+    got = numba(pts)
+    assert got[bad].isnan().all()
+    _same(got[keep], pts[keep])

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from openlsm.errors import OpenLSMError
 from openlsm.models.lsm import knn_tiles
+from openlsm.render import numba_backend
 
 TARGET_OCCUPANCY = 6.0  # points a point shares its cell with, on average (sets the cell size; 6 settles more
 # queries in the first 27-cell pass than 4 on trained point maps)
@@ -331,8 +332,9 @@ def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None
     searches with blocks cut to that quantile of their sizes (`_Grid.search_capped`) instead. The defaults
     depend on the device: on a GPU each chunk costs host-side launches and syncs, not arithmetic, so the
     search is capped and the chunks are larger there. `method`: "grid" (this search), "tiles" (one Triton
-    kernel, `knn_tiles`, no host syncs; float32) or "auto": tiles on a CUDA device with Triton for non-float64
-    input (falling back to grid, with one warning, should the kernel fail there), else grid.
+    kernel, `knn_tiles`, no host syncs; float32), "numba" (the same grid search compiled, `knn_numba`; CPU) or
+    "auto": tiles on a CUDA device with Triton for non-float64 input (falling back to grid, with one warning,
+    should the kernel fail there), numba on the CPU where it is installed, else grid.
     """
     _check(points, k)
     if method == "auto":
@@ -341,11 +343,17 @@ def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None
                 return knn_tiles.knn_mean_sq_dist_tiles(points, k)
             except Exception as err:  # noqa: BLE001 - e.g. an older Triton: the grid search still gives the answer
                 knn_tiles.disable_tiles(err)
-        method = "grid"
+            method = "grid"
+        else:
+            method = "numba" if points.device.type == "cpu" and numba_backend.available() else "grid"
+    if method == "numba":
+        from openlsm.models.lsm.knn_numba import knn_mean_sq_dist_numba
+
+        return knn_mean_sq_dist_numba(points, k)
     if method == "tiles":
         return knn_tiles.knn_mean_sq_dist_tiles(points, k)
     if method != "grid":
-        raise OpenLSMError(f"method must be auto, grid or tiles, got {method!r}")
+        raise OpenLSMError(f"method must be auto, grid, tiles or numba, got {method!r}")
     gpu = points.device.type != "cpu"
     max_elements = max_elements or (1 << 26 if gpu else 1 << 22)
     growth = chunk_growth or (2.0 if gpu else 1.25)

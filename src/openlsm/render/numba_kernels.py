@@ -36,6 +36,21 @@ def pair_alpha(params, g, px, py):  # alpha of Gaussian g at pixel (px, py); 0 u
     return min(a, MAX_ALPHA) if a >= ALPHA_MIN else 0.0
 
 
+@numba.njit(inline="always")
+def blend(trans, params, g, px, py, tile_x0, tile_y0):
+    """Front-to-back step of pixel (px, py) through Gaussian g: its weight alpha x T (0 if alpha is under the
+    cut-off or the pixel has stopped), updating the tile's transmittances `trans`; -1 where the pixel stops here."""
+    T = trans[py - tile_y0, px - tile_x0]
+    a = pair_alpha(params, g, px, py) if T > 0.0 else 0.0
+    if a == 0.0:
+        return 0.0
+    if T * (1.0 - a) <= T_MIN:
+        trans[py - tile_y0, px - tile_x0] = 0.0
+        return -1.0
+    trans[py - tile_y0, px - tile_x0] = T * (1.0 - a)
+    return a * T
+
+
 # Both kernels walk a tile Gaussian-major (its list is in depth order, so every pixel still composites front to
 # back), visiting only the pixels of each Gaussian's box; a pixel stops before the Gaussian that would bring its
 # transmittance to 1e-4 or below (as gsplat), and a tile stops when all its pixels have.
@@ -52,18 +67,13 @@ def composite(starts, ids, params, x0, x1, y0, y1, values, width, height, tiles_
             g = ids[k]
             for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
                 for px in range(max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)):
-                    T = trans[py - tile_y0, px - tile_x0]
-                    a = pair_alpha(params, g, px, py) if T > 0.0 else 0.0
-                    if a == 0.0:
-                        continue
-                    if T * (1.0 - a) <= T_MIN:
-                        trans[py - tile_y0, px - tile_x0] = 0.0
+                    w = blend(trans, params, g, px, py, tile_x0, tile_y0)
+                    if w < 0.0:
                         open_pixels -= 1
-                        continue
-                    for d in range(n_values):
-                        acc[py - tile_y0, px - tile_x0, d] += a * T * values[g, d]
-                    acc_alpha[py - tile_y0, px - tile_x0] += a * T
-                    trans[py - tile_y0, px - tile_x0] = T * (1.0 - a)
+                    elif w > 0.0:
+                        for d in range(n_values):
+                            acc[py - tile_y0, px - tile_x0, d] += w * values[g, d]
+                        acc_alpha[py - tile_y0, px - tile_x0] += w
             if open_pixels == 0:
                 break
         for py in range(tile_y0, min(height, tile_y0 + TILE)):
@@ -91,22 +101,15 @@ def weights(starts, ids, params, x0, x1, y0, y1, width, height, tiles_x, min_wei
             g = ids[k]
             for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
                 for px in range(max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)):
-                    T = trans[py - tile_y0, px - tile_x0]
-                    a = pair_alpha(params, g, px, py) if T > 0.0 else 0.0
-                    if a == 0.0:
-                        continue
-                    if T * (1.0 - a) <= T_MIN:
-                        trans[py - tile_y0, px - tile_x0] = 0.0
+                    w = blend(trans, params, g, px, py, tile_x0, tile_y0)
+                    if w < 0.0:
                         open_pixels -= 1
-                        continue
-                    if a * T > min_weight:
-                        if fill:
-                            c = cursor[py - tile_y0, px - tile_x0]
-                            cols[c], vals[c] = g, a * T
-                            cursor[py - tile_y0, px - tile_x0] = c + 1
-                        else:
-                            crow[py * width + px + 1] += 1
-                    trans[py - tile_y0, px - tile_x0] = T * (1.0 - a)
+                    elif w > min_weight and fill:
+                        c = cursor[py - tile_y0, px - tile_x0]
+                        cols[c], vals[c] = g, w
+                        cursor[py - tile_y0, px - tile_x0] = c + 1
+                    elif w > min_weight:
+                        crow[py * width + px + 1] += 1
             if open_pixels == 0:
                 break
 

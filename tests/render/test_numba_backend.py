@@ -142,3 +142,20 @@ def test_concurrent_renders_from_threads_agree():
     for t in threads:
         t.join()
     assert len(outs) == 4 and all(torch.equal(o, ref) for o in outs) and ref.abs().sum() > 0
+
+
+def test_torch_thread_count_is_left_alone():
+    """Numba's OpenMP layer shares libgomp with torch: a launch must not change torch's thread count."""
+    from openlsm.models.lsm.knn import knn_mean_sq_dist
+
+    before = torch.get_num_threads()
+    g = random_scene(100, seed=10, dtype=torch.float32)
+    cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0), torch.eye(4), 40, 30)
+    try:
+        for n in (1, before):
+            torch.set_num_threads(n)
+            render(g, cam, backend="torch")
+            knn_mean_sq_dist(g.means, method="numba")
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(before)

@@ -57,26 +57,29 @@ def _prepare(means2d, conics, opacities, depths, radii, width, height):
     return ids, (starts, tile_ids, params, x0, x1, y0, y1), tiles_x
 
 
-def _locked(fn):
+def numba_launch(fn):
+    """Run fn as one Numba launch: under the lock, on torch's thread count, which is restored afterwards (Numba's
+    OpenMP layer shares libgomp with torch, so setting its threads would change torch's for the rest of the process)."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        import numba
+
         with _LOCK:
-            return fn(*args, **kwargs)
+            n = torch.get_num_threads()
+            numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if torch.get_num_threads() != n:
+                    torch.set_num_threads(n)
     return run
 
 
-def _set_threads():
-    import numba
-
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-
-@_locked
+@numba_launch
 def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, values: Tensor,
               width: int, height: int) -> tuple[Tensor, Tensor]:
     """As `torch_backend.rasterize` (CPU tensors, no gradients): means2d [N, 2], conics [N, 3], opacities [N],
     depths [N], radii [N, 2], values [N, D] -> accumulated values [H, W, D] and alpha [H, W]."""
-    _set_threads()
     ids, tiles, tiles_x = _prepare(means2d, conics, opacities, depths, radii, width, height)
     dtype = values.dtype if values.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.no_grad():
@@ -88,14 +91,13 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
             torch.from_numpy(alpha).to(values.dtype).reshape(height, width))
 
 
-@_locked
+@numba_launch
 def blend_weights(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, width: int,
                   height: int, min_weight: float = 0.0) -> Tensor:
     """As `torch_backend.blend_weights` (CPU): the compositing weights as a sparse CSR matrix [H*W, N] with
     rasterize(..., values) == W @ values; weights under `min_weight` dropped."""
     from .torch_backend import _csr
 
-    _set_threads()
     ids, tiles, tiles_x = _prepare(means2d, conics, opacities, depths, radii, width, height)
     kernel = _compile().weights
     crow = np.zeros(width * height + 1, np.int64)
@@ -109,7 +111,7 @@ def blend_weights(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Te
     return _csr(torch.from_numpy(crow), cols, torch.from_numpy(vals).to(means2d.dtype), means2d.shape[0])
 
 
-@_locked
+@numba_launch
 def transpose_csr(a: Tensor) -> Tensor:
     """A sparse CSR matrix [R, C] (CPU) -> its transpose as a CSR matrix [C, R], by a counting sort."""
     from .torch_backend import _csr

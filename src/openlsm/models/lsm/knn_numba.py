@@ -12,16 +12,13 @@ query whose block would outgrow the point count (far outliers) scans all points 
 
 from __future__ import annotations
 
-import threading
-
 import numba
 import numpy as np
 import torch
 from torch import Tensor
 
 from openlsm.models.lsm.knn import SAFETY, _cell_size, _compute_dtype
-
-_LOCK = threading.RLock()  # one launch at a time (see render/numba_backend.py)
+from openlsm.render.numba_backend import numba_launch
 
 
 @numba.njit(inline="always")
@@ -112,10 +109,9 @@ def _one(points: Tensor, k: int) -> Tensor:
 
 
 @torch.no_grad()
+@numba_launch
 def knn_mean_sq_dist_numba(points: Tensor, k: int = 3) -> Tensor:
     """As `knn.knn_mean_sq_dist` (exact; duplicates count; NaN for non-finite points), CPU tensors only."""
-    with _LOCK:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        if points.ndim == 2:
-            return _one(points, k)
-        return torch.stack([_one(p, k) for p in points])
+    if points.ndim == 2:
+        return _one(points, k)
+    return torch.stack([_one(p, k) for p in points])

@@ -3,7 +3,8 @@
     python bench/bench_render.py --device cpu --backend torch --sizes 256
     python bench/bench_render.py --device cuda --backend gsplat --sizes 256 512
     python bench/bench_render.py --threads 1 --cpu-time --scene openlsm-demo   # a saved reconstruction, CPU time
-Prints one JSON line per configuration.
+Prints one JSON line per configuration. On the CPU the compositing is Numba's where it is installed (forward only);
+OPENLSM_NUMBA=0 times the pure-PyTorch one.
 """
 
 from __future__ import annotations

@@ -1,17 +1,15 @@
 """The Numba compositing (CPU, no gradients) against the brute-force reference and the PyTorch compositing."""
 
-import math
 
 import pytest
 import torch
 
-from openlsm.cameras import Cameras, look_at, make_K
+from openlsm.cameras import Cameras, make_K
 from openlsm.render import numba_backend, render, torch_backend
 from openlsm.render.render import view_colors
-from openlsm.render.torch_backend import MAX_ALPHA, project_gaussians, rasterize
+from openlsm.render.torch_backend import project_gaussians, rasterize
 
-from .reference import reference_render
-from .test_render import random_scene
+from .test_render import random_scene, reference_case, walls_case
 
 pytest.importorskip("numba")
 
@@ -27,16 +25,8 @@ def test_switch():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_brute_force_reference(seed):
-    g = random_scene(300, seed)
-    g.opacity_logits = g.opacity_logits + 1.5 * seed  # seed 2 is nearly opaque: early termination matters
-    W, H = 70, 45  # not a multiple of the tile size
-    c2w = look_at(torch.tensor([0.3, -0.2, -0.5], dtype=torch.float64), torch.tensor([0, 0, 3.0], dtype=torch.float64),
-                  torch.tensor([0, -1.0, 0], dtype=torch.float64))
-    cam = Cameras(make_K(60.0, 55.0, 33.0, 24.0).double(), c2w, W, H)
+    g, cam, acc, alpha, dep = reference_case(seed)
     out = render(g, cam, backend="torch")
-    values = torch.cat([view_colors(g, c2w[None], None)[0], g.features], -1)
-    acc, alpha, dep = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
-                                       MAX_ALPHA)
     assert out.rgb.dtype == torch.float64
     assert torch.allclose(out.alpha, alpha, atol=1e-9)
     assert torch.allclose(out.rgb, acc[..., :3], atol=1e-9)
@@ -47,16 +37,8 @@ def test_matches_brute_force_reference(seed):
 
 
 def test_pixels_stop_behind_opaque_walls():
-    g = random_scene(200, seed=4)
-    g.means[:2] = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.2]], dtype=torch.float64)  # two walls in front
-    g.log_scales[:2] = math.log(10.0)
-    g.opacity_logits[:2] = 8.0
-    W, H = 40, 30
-    cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0).double(), torch.eye(4, dtype=torch.float64), W, H)
+    g, cam, acc, alpha = walls_case()
     out = render(g, cam, backend="torch")
-    values = torch.cat([view_colors(g, torch.eye(4, dtype=torch.float64)[None], None)[0], g.features], -1)
-    acc, alpha, _ = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
-                                     MAX_ALPHA)
     assert torch.allclose(out.rgb, acc[..., :3], atol=1e-9) and torch.allclose(out.alpha, alpha, atol=1e-9)
     assert alpha.min() > 0.99
 

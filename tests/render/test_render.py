@@ -77,21 +77,27 @@ def chunks(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_tiled_renderer_matches_brute_force_reference(seed, chunks):
+def reference_case(seed):
+    """Scene `seed` (seed 2 nearly opaque: early termination matters) at a 70x45 camera (not a multiple of the tile
+    size) -> (gaussians, camera, brute-force values [H, W, 3 + D], alpha [H, W], depth-weighted sum [H, W])."""
+    from openlsm.render.render import view_colors
+
     g = random_scene(300, seed)
-    g.opacity_logits = g.opacity_logits + 1.5 * seed  # seed 2 is nearly opaque: early termination matters
-    W, H = 70, 45  # not a multiple of the tile size
+    g.opacity_logits = g.opacity_logits + 1.5 * seed
+    W, H = 70, 45
     c2w = look_at(torch.tensor([0.3, -0.2, -0.5], dtype=torch.float64), torch.tensor([0, 0, 3.0], dtype=torch.float64),
                   torch.tensor([0, -1.0, 0], dtype=torch.float64))
     cam = Cameras(make_K(60.0, 55.0, 33.0, 24.0).double(), c2w, W, H)
-    out = render(g, cam, backend="torch")
-    from openlsm.render.render import view_colors
-
-    colors = view_colors(g, c2w[None], None)[0]
-    values = torch.cat([colors, g.features], -1)
+    values = torch.cat([view_colors(g, c2w[None], None)[0], g.features], -1)
     acc, alpha, dep = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
                                        MAX_ALPHA)
+    return g, cam, acc, alpha, dep
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tiled_renderer_matches_brute_force_reference(seed, chunks):
+    g, cam, acc, alpha, dep = reference_case(seed)
+    out = render(g, cam, backend="torch")
     assert torch.allclose(out.alpha, alpha, atol=1e-9)
     assert torch.allclose(out.rgb, acc[..., :3], atol=1e-9)
     assert torch.allclose(out.features, acc[..., 3:], atol=1e-9)
@@ -100,10 +106,9 @@ def test_tiled_renderer_matches_brute_force_reference(seed, chunks):
     assert alpha.max() > 0.9 and (alpha == 0).any() is not None
 
 
-def test_gaussians_behind_saturated_pixels_are_skipped_with_the_same_result(monkeypatch):
-    """Two opaque layers cover the view: every pixel saturates there, so the chunks behind them are never paired,
-    and the image still equals the brute-force reference."""
-    from openlsm.render import torch_backend
+def walls_case():
+    """Two opaque ~400 px walls in front of 198 small Gaussians at a 40x30 camera -> (gaussians, camera, brute-force
+    values [H, W, 3 + D], alpha [H, W])."""
     from openlsm.render.render import view_colors
 
     g = random_scene(200, seed=4)
@@ -112,6 +117,19 @@ def test_gaussians_behind_saturated_pixels_are_skipped_with_the_same_result(monk
     g.opacity_logits[:2] = 8.0
     W, H = 40, 30
     cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0).double(), torch.eye(4, dtype=torch.float64), W, H)
+    values = torch.cat([view_colors(g, torch.eye(4, dtype=torch.float64)[None], None)[0], g.features], -1)
+    acc, alpha, _ = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
+                                     MAX_ALPHA)
+    return g, cam, acc, alpha
+
+
+def test_gaussians_behind_saturated_pixels_are_skipped_with_the_same_result(monkeypatch):
+    """Two opaque layers cover the view: every pixel saturates there, so the chunks behind them are never paired,
+    and the image still equals the brute-force reference."""
+    from openlsm.render import torch_backend
+
+    g, cam, acc, alpha = walls_case()
+    W, H = cam.width, cam.height
     paired = []
     pairs = torch_backend._box_alphas
     monkeypatch.setattr(torch_backend, "_box_alphas", lambda p, ids, *a: paired.append(len(ids)) or pairs(p, ids, *a))
@@ -120,9 +138,6 @@ def test_gaussians_behind_saturated_pixels_are_skipped_with_the_same_result(monk
     # only the first chunk (3 W H pairs: the walls' 2 W H and ~20 small Gaussians) was paired; the ~180 behind
     # the walls, in later chunks, never were
     assert len(paired) == 1 and sum(paired) < 40
-    values = torch.cat([view_colors(g, torch.eye(4, dtype=torch.float64)[None], None)[0], g.features], -1)
-    acc, alpha, _ = reference_render(g.means, g.quats, g.scales, g.opacities, values, cam.viewmats, cam.Ks, W, H,
-                                     MAX_ALPHA)
     assert torch.allclose(out.rgb, acc[..., :3], atol=1e-9) and torch.allclose(out.alpha, alpha, atol=1e-9)
     assert alpha.min() > 0.99  # the first wall; each pixel stops before the second
 

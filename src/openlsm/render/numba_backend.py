@@ -32,8 +32,11 @@ TILE = 16  # as numba_kernels.TILE
 _LOCK = threading.RLock()
 
 
-def available() -> bool:
-    """Numba is installed and not switched off (OPENLSM_NUMBA=0 keeps the pure-PyTorch path)."""
+def available(device: torch.device | None = None) -> bool:
+    """Numba is installed and not switched off (OPENLSM_NUMBA=0 keeps the pure-PyTorch path), and `device`, if
+    given, is the CPU."""
+    if device is not None and torch.device(device).type != "cpu":
+        return False
     return os.environ.get("OPENLSM_NUMBA", "1") != "0" and importlib.util.find_spec("numba") is not None
 
 

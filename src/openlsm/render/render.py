@@ -118,7 +118,7 @@ def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, hei
             rgb, depth, alpha, out_feats = _render_gsplat(gaussians, colors, feats, viewmats, Ks, width, height, near,
                                                           far, eps2d)
         else:
-            compiled = not needs_grad and gaussians.means.device.type == "cpu" and numba_backend.available()
+            compiled = not needs_grad and numba_backend.available(gaussians.means.device)
             rgb, depth, alpha, out_feats = _render_torch(gaussians, colors, feats, viewmats, Ks, width, height, near,
                                                          far, eps2d, numba_backend.rasterize if compiled else rasterize)
     if background is not None:

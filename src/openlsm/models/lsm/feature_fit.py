@@ -35,15 +35,14 @@ def view_weights(gaussians: Gaussians, cameras: Cameras, min_weight: float = 0.0
     W, H = cams.width, cams.height
     means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, g.opacities,
                                                        cams.viewmats.to(g.means), cams.Ks.to(g.means), W, H)
-    build = numba_backend.blend_weights if g.means.device.type == "cpu" and numba_backend.available() \
-        else blend_weights
+    build = numba_backend.blend_weights if numba_backend.available(g.means.device) else blend_weights
     return [build(means2d[c], conics[c], g.opacities, depths[c], radii[c], W, H, min_weight)
             for c in range(len(cams.Ks))]
 
 
 def transpose_csr(a: Tensor) -> Tensor:
     """A sparse CSR matrix [R, C] -> its transpose as a CSR matrix [C, R] (torch's own conversion is ~10x slower)."""
-    if a.device.type == "cpu" and numba_backend.available():
+    if numba_backend.available(a.device):
         return numba_backend.transpose_csr(a)
     crow = a.crow_indices()
     rows = torch.repeat_interleave(torch.arange(a.shape[0], device=crow.device), crow.diff())

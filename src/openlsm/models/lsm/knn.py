@@ -19,6 +19,8 @@ cores (the all-pairs path: ~60 s). On a CUDA device with Triton, `knn_tiles` (on
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -277,24 +279,31 @@ def _cell_size(pts: Tensor, lo: Tensor, extent: float) -> float:
     return h
 
 
-def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int, growth: float,
-              capped_quantile: float | None) -> Tensor:
+def per_sample(points: Tensor, k: int, search) -> Tensor:
+    """One sample's points [N, 3] -> [N], around a search(pts [M, 3] finite, k, lo [3] float64, extent, h) -> [M]:
+    k clamped to the other points there are, NaN for non-finite points (the others among themselves), zeros
+    when all points coincide. Shared by the PyTorch grid search and the Numba one (`knn_numba`)."""
     n = points.shape[0]
     k = min(k, n - 1)
     if k <= 0:
         return points.new_zeros(n)
     pts = points.to(_compute_dtype(points.dtype)).contiguous()
     finite = torch.isfinite(pts).all(1)
-    if not finite.all():  # NaN for non-finite points; the others among themselves
+    if not finite.all():
         out = pts.new_full((n,), float("nan"))
-        out[finite] = _grid_one(pts[finite], k, max_elements, fallback_elements, growth, capped_quantile)
+        out[finite] = per_sample(pts[finite], k, search).to(pts.dtype)
         return out.to(points.dtype)
     lo = pts.double().amin(0)
     extent = float((pts.double().amax(0) - lo).max())
     if extent == 0:  # all points equal
         return points.new_zeros(n)
+    return search(pts, k, lo, extent, _cell_size(pts, lo, extent)).to(points.dtype)
+
+
+def _grid_search(pts: Tensor, k: int, lo: Tensor, extent: float, h: float, max_elements: int,
+                 fallback_elements: int, growth: float, capped_quantile: float | None) -> Tensor:
+    n = pts.shape[0]
     result = pts.new_empty(n)
-    h = _cell_size(pts, lo, extent)
     pending = torch.arange(n, device=pts.device)  # original indices of the queries not settled yet
     while pending.numel() * n > fallback_elements:
         grid = _Grid(pts, lo, h)
@@ -316,7 +325,7 @@ def _grid_one(points: Tensor, k: int, max_elements: int, fallback_elements: int,
         h *= 4  # sparse regions: coarser cells reach further
     if pending.numel():
         result[pending] = _knn_bruteforce(pts, pending, k, max_elements).mean(-1)
-    return result.to(points.dtype)
+    return result
 
 
 @torch.no_grad()
@@ -345,7 +354,7 @@ def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None
                 knn_tiles.disable_tiles(err)
             method = "grid"
         else:
-            method = "numba" if points.device.type == "cpu" and numba_backend.available() else "grid"
+            method = "numba" if numba_backend.available(points.device) else "grid"
     if method == "numba":
         from openlsm.models.lsm.knn_numba import knn_mean_sq_dist_numba
 
@@ -359,6 +368,8 @@ def knn_mean_sq_dist(points: Tensor, k: int = 3, max_elements: int | None = None
     growth = chunk_growth or (2.0 if gpu else 1.25)
     if capped == "auto":
         capped = CAPPED_QUANTILE if gpu else None
+    search = functools.partial(_grid_search, max_elements=max_elements, fallback_elements=fallback_elements,
+                               growth=growth, capped_quantile=capped)
     if points.ndim == 2:
-        return _grid_one(points, k, max_elements, fallback_elements, growth, capped)
-    return torch.stack([_grid_one(p, k, max_elements, fallback_elements, growth, capped) for p in points])
+        return per_sample(points, k, search)
+    return torch.stack([per_sample(p, k, search) for p in points])

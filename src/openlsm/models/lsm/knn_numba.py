@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from openlsm.models.lsm.knn import SAFETY, _cell_size, _compute_dtype
+from openlsm.models.lsm.knn import SAFETY, per_sample
 from openlsm.render.numba_backend import numba_launch
 
 
@@ -87,25 +87,10 @@ def search(pts, k, lo, h, out):
         out[i] = best.mean()
 
 
-def _one(points: Tensor, k: int) -> Tensor:
-    n = points.shape[0]
-    k = min(k, n - 1)
-    if k <= 0:
-        return points.new_zeros(n)
-    pts = points.to(_compute_dtype(points.dtype))
-    finite = torch.isfinite(pts).all(1)
-    if not finite.all():  # NaN for non-finite points; the others among themselves
-        out = pts.new_full((n,), float("nan"))
-        out[finite] = _one(pts[finite], k)
-        return out.to(points.dtype)
-    lo = pts.double().amin(0)
-    extent = float((pts.double().amax(0) - lo).max())
-    if extent == 0:  # all points equal
-        return points.new_zeros(n)
-    h = _cell_size(pts, lo, extent)
-    out = np.empty(n, np.float64)
+def _search(pts: Tensor, k: int, lo: Tensor, extent: float, h: float) -> Tensor:
+    out = np.empty(pts.shape[0], np.float64)
     search(pts.double().numpy(), k, lo.numpy(), h, out)
-    return torch.from_numpy(out).to(points.dtype)
+    return torch.from_numpy(out)
 
 
 @torch.no_grad()
@@ -113,5 +98,5 @@ def _one(points: Tensor, k: int) -> Tensor:
 def knn_mean_sq_dist_numba(points: Tensor, k: int = 3) -> Tensor:
     """As `knn.knn_mean_sq_dist` (exact; duplicates count; NaN for non-finite points), CPU tensors only."""
     if points.ndim == 2:
-        return _one(points, k)
-    return torch.stack([_one(p, k) for p in points])
+        return per_sample(points, k, _search)
+    return torch.stack([per_sample(p, k, _search) for p in points])

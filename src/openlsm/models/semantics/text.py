@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -122,8 +123,10 @@ class MiniLMTextEncoder(TextEncoder):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 
 
+@functools.cache
 def _weights_sha256(model_dir: Path) -> str:
-    """sha256 of a MiniLM folder's weights file (~0.2 s): ties a precomputed table to the weights it came from."""
+    """sha256 of a MiniLM folder's weights file (~0.2 s, once per process): ties a precomputed table to the weights
+    it came from."""
     return hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
 
 

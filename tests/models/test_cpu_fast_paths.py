@@ -100,9 +100,10 @@ def cloud_with_duplicates(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 @pytest.mark.parametrize("row_chunk", [16, 48, 1 << 20])
-def test_chunked_inference_equals_the_autograd_path(row_chunk, monkeypatch):
+@pytest.mark.parametrize("second", [11, 60])  # 11: one short (masked) patch, plain attention; 60: runs only
+def test_chunked_inference_equals_the_autograd_path(row_chunk, second, monkeypatch):
     monkeypatch.setattr(ptv3, "ROW_CHUNK", row_chunk)
-    (c0, f0), (c1, f1) = cloud_with_duplicates(140, 1), cloud_with_duplicates(11, 2)  # second: one short patch
+    (c0, f0), (c1, f1) = cloud_with_duplicates(140, 1), cloud_with_duplicates(second, 2)
     coords, feats = torch.cat([c0, c1]), torch.cat([f0, f1])
     offsets = torch.tensor([len(c0), len(c0) + len(c1)])
     gen = torch.Generator().manual_seed(3)
@@ -110,15 +111,33 @@ def test_chunked_inference_equals_the_autograd_path(row_chunk, monkeypatch):
     sem = torch.randn(2, 5, TINY.semantic_dim, generator=gen, dtype=torch.float64)
     net = tiny_net(4)
     assert build_root_level(coords, offsets, TINY).voxels.num_voxels < len(coords)  # duplicates present
-    calls = []
+    calls, runs = [], []
     monkeypatch.setattr(ptv3.Block, "_forward_chunked",
                         lambda self, *a, f=ptv3.Block._forward_chunked: calls.append(1) or f(self, *a))
+    monkeypatch.setattr(ptv3.Block, "_forward_runs",
+                        lambda self, *a, f=ptv3.Block._forward_runs: runs.append(1) or f(self, *a))
     expected = net(coords, feats, offsets, geo, sem)  # grad enabled: the plain path
     assert expected.requires_grad and not calls
     with torch.no_grad():
         fast = net(coords, feats, offsets, geo, sem)
     assert calls  # the chunked path ran
+    assert bool(runs) == (second > TINY.enc_patch_sizes[0])  # attention over runs of equal rows where no mask
     torch.testing.assert_close(fast, expected.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_patch_runs_equal_a_loop_over_the_slots():
+    gen = torch.Generator().manual_seed(4)
+    values = torch.randint(0, 3, (40, 1), generator=gen).double()  # few distinct rows: many runs of length > 1
+    feats = torch.cat([values, values * 2], 1)  # [N, 2]
+    slots = torch.randint(0, 40, (6 * 8,), generator=gen)  # 6 patches of 8
+    slot_run, heads, lengths, per_patch = ptv3.patch_runs(feats, slots, 8)
+    starts = [s % 8 == 0 or not torch.equal(feats[slots[s]], feats[slots[s - 1]]) for s in range(len(slots))]
+    expected_heads = [s for s in range(len(slots)) if starts[s]]
+    assert heads.tolist() == expected_heads
+    assert lengths.tolist() == [b - a for a, b in zip(expected_heads, expected_heads[1:] + [len(slots)])]
+    assert slot_run.tolist() == [sum(starts[:s + 1]) - 1 for s in range(len(slots))]
+    assert per_patch.tolist() == [sum(starts[p * 8:(p + 1) * 8]) for p in range(6)]
+    assert 6 < len(heads) < len(slots)  # both merged and separate runs occurred
 
 
 def test_embedding_reads_per_voxel_rows_only_in_eval():

@@ -274,7 +274,7 @@ class SerializedAttention(nn.Module):
         """feats [N, C] (normalised by the row-wise `norm` first, if given) -> outputs per patch slot [P*K, C]
         and back [N] (each point's slot). Points are gathered into patches before the row-wise layers, which
         moves C, not 3C, columns; on the CPU inference path patches go through in chunks."""
-        c, h = feats.shape[1], self.num_heads
+        c = feats.shape[1]
         slots, back, mask, k = level.patches(self.order_index % level.codes.shape[0], self.patch_size, batch_min)
         step = max(1, ROW_CHUNK // k) * k if chunked(feats) else len(slots)
         out = None if step >= len(slots) else feats.new_empty(len(slots), c)
@@ -282,14 +282,19 @@ class SerializedAttention(nn.Module):
             x = feats.index_select(0, slots[i:i + step])  # [S, C]
             if norm is not None:
                 x = norm(x)
-            qkv = self.qkv(x).view(-1, k, 3, h, c // h).permute(2, 0, 3, 1, 4)  # [3, P, H, K, D]
-            patch_mask = None if mask is None else mask[i // k:(i + step) // k]
-            x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=patch_mask)  # [P, H, K, D]
-            x = self.proj(x.transpose(1, 2).reshape(-1, c))  # [S, C]
+            x = self.attend(x, k, None if mask is None else mask[i // k:(i + step) // k])  # [S, C]
             if out is None:
                 return x, back
             out[i:i + step] = x
         return out, back
+
+    def attend(self, x: Tensor, k: int, mask: Tensor | None) -> Tensor:
+        """x [P*K, C] normalised rows of P patches of K -> [P*K, C]; mask [P, 1, 1, K]: bool (True = attend)
+        or float (added to the scores), or None."""
+        c, h = x.shape[1], self.num_heads
+        qkv = self.qkv(x).view(-1, k, 3, h, c // h).permute(2, 0, 3, 1, 4)  # [3, P, H, K, D]
+        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)  # [P, H, K, D]
+        return self.proj(x.transpose(1, 2).reshape(-1, c))
 
 
 class Block(nn.Module):
@@ -317,19 +322,70 @@ class Block(nn.Module):
 
     def _forward_chunked(self, feats: Tensor, level: PointLevel, batch_min: bool) -> Tensor:
         """The same computation on the CPU inference path: the cpe's row-wise layers run once per voxel, the
-        rest in row chunks written into one output buffer."""
+        rest in row chunks written into one output buffer, or once per run of equal rows (`_forward_runs`)."""
         conv, linear, norm = self.cpe
         cpe = norm(linear(conv.forward_voxels(feats, level.voxels, self.conv_method)))  # [U, C]
         out = torch.empty_like(feats)
         for i in range(0, len(out), ROW_CHUNK):  # out= writes the chunk in place (no temporary + copy)
             rows = slice(i, i + ROW_CHUNK)
             torch.add(feats[rows], cpe.index_select(0, level.voxels.inverse[rows]), out=out[rows])
+        if level.voxels.first is None:  # points share voxels
+            slots, back, mask, k = level.patches(self.attn.order_index % level.codes.shape[0],
+                                                 self.attn.patch_size, batch_min)
+            if mask is None:
+                return self._forward_runs(out, slots, back, k)
         attn, back = self.attn.forward_slots(out, level, batch_min, self.norm1)  # [P*K, C], [N]
         for i in range(0, len(out), ROW_CHUNK):
             rows = slice(i, i + ROW_CHUNK)
             x = out[rows] + attn.index_select(0, back[rows])
             torch.add(x, self.mlp(self.norm2(x)), out=out[rows])
         return out
+
+    def _forward_runs(self, feats: Tensor, slots: Tensor, back: Tensor, k: int) -> Tensor:
+        """Attention and MLP once per run of equal rows in a patch (CPU inference, full patches).
+
+        The points of one voxel carry equal features (the stem and the cpe work per voxel) and sit next to each
+        other in every order, so a patch of K points holds only R <= K distinct rows (point maps: ~0.4 K).
+        Equal rows have equal queries and outputs, and n equal keys weigh as one key with log(n) added to its
+        score: exp(s + log n) = n exp(s). So each patch attends over its R runs; patches sorted by R go through
+        in chunks of equal width, padded keys masked with -inf."""
+        slot_run, heads, lengths, per_patch = patch_runs(feats, slots, k)
+        widths = per_patch.tolist()
+        by_width = sorted(range(len(widths)), key=lambda p: -widths[p])
+        first_run = torch.cumsum(per_patch, 0) - per_patch  # [P]
+        log_lengths = lengths.to(feats.dtype).log()  # [R]
+        head_points = slots.index_select(0, heads)  # [R] a point of each run
+        runs_out = feats.new_empty(len(heads), feats.shape[1])  # [R, C]
+        i = 0
+        while i < len(by_width):
+            w = widths[by_width[i]]
+            group = torch.tensor(by_width[i:i + max(1, ROW_CHUNK // w)], device=feats.device)  # [G] patches
+            i += len(group)
+            cols = torch.arange(w, device=feats.device)
+            valid = cols < per_patch[group][:, None]  # [G, W]
+            runs = torch.where(valid, first_run[group][:, None] + cols, first_run[group][:, None])  # [G, W]
+            x = feats.index_select(0, head_points.index_select(0, runs.view(-1)))  # [G*W, C]
+            bias = log_lengths[runs].masked_fill(~valid, float("-inf")).view(-1, 1, 1, w)
+            x = x + self.attn.attend(self.norm1(x), w, bias)
+            x = x + self.mlp(self.norm2(x))
+            runs_out.index_copy_(0, runs[valid], x[valid.view(-1)])
+        return runs_out.index_select(0, slot_run.index_select(0, back))
+
+
+def patch_runs(feats: Tensor, slots: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Runs of equal consecutive rows of feats [N, C] within each patch of slots [P*K] (point per slot).
+
+    Returns slot_run [P*K] (the run of each slot; runs numbered patch by patch), heads [R] (first slot of each
+    run), lengths [R] (slots per run) and per_patch [P] (runs per patch)."""
+    p = len(slots) // k
+    starts = torch.ones(p, k, dtype=torch.bool, device=feats.device)
+    step = max(1, ROW_CHUNK // k)
+    for i in range(0, p, step):
+        x = feats.index_select(0, slots[i * k:(i + step) * k]).view(-1, k, feats.shape[1])  # [G, K, C]
+        starts[i:i + step, 1:] = (x[:, 1:] != x[:, :-1]).any(-1)
+    heads = starts.view(-1).nonzero().squeeze(1)  # every patch starts a run, so a patch's last run ends at
+    lengths = torch.diff(heads, append=heads.new_tensor([len(slots)]))  # the next patch's first head
+    return starts.view(-1).cumsum(0) - 1, heads, lengths, starts.sum(1)
 
 
 def batch_norm(channels: int) -> nn.BatchNorm1d:

@@ -88,6 +88,18 @@ def test_output_layout_and_rgb_residual():
     assert torch.equal(g.means, means)
 
 
+def test_given_features_replace_the_heads_own():
+    head = GaussianHead(GaussianHeadConfig())
+    feats, means, colors = _inputs(M=50)
+    given = torch.randn(2, 50, 64, generator=torch.Generator().manual_seed(4))
+    own, replaced = head(feats, means, colors), head(feats, means, colors, features=given)
+    assert torch.equal(replaced.features, given)
+    for name in ("means", "quats", "log_scales", "opacity_logits", "sh"):  # from the projection's other columns
+        torch.testing.assert_close(getattr(replaced, name), getattr(own, name), rtol=1e-6, atol=1e-6)
+    with pytest.raises(OpenLSMError, match="features must be"):
+        head(feats, means, colors, features=given[..., :8])
+
+
 def test_rgb_residual_reproduces_input_colour():
     head = GaussianHead(GaussianHeadConfig(in_dim=16, feature_dim=8))
     with torch.no_grad():

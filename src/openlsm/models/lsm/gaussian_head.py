@@ -69,14 +69,17 @@ class GaussianHead(nn.Module):
         self.register_buffer("sh_mask", make_sh_mask(cfg.sh_degree), persistent=False)
 
     def split(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """raw [..., out_dim] -> scales [..., 3], quats [..., 4], opacity [...], sh [..., K, 3], feats [..., D]."""
+        """raw [..., out_dim] -> scales [..., 3], quats [..., 4], opacity [...], sh [..., K, 3], feats [..., D]
+        (D = 0 for raw without the feature columns)."""
         k = (self.config.sh_degree + 1) ** 2
-        scales, quats, opacity, sh, feats = raw.split([3, 4, 1, 3 * k, self.config.feature_dim], dim=-1)
+        scales, quats, opacity, sh, feats = raw.split([3, 4, 1, 3 * k, raw.shape[-1] - 8 - 3 * k], dim=-1)
         return scales, quats, opacity[..., 0], sh.unflatten(-1, (k, 3)), feats
 
     def forward(self, feats: Tensor, means: Tensor, colors: Tensor | None = None,
-                sem_residual: Tensor | None = None) -> Gaussians:
-        """feats [B, M, in_dim], means [B, M, 3], colors [B, M, 3] in [0, 1], sem_residual [B, M, D] -> Gaussians [B, M]."""
+                sem_residual: Tensor | None = None, features: Tensor | None = None) -> Gaussians:
+        """feats [B, M, in_dim], means [B, M, 3], colors [B, M, 3] in [0, 1], sem_residual [B, M, D] -> Gaussians [B, M].
+        `features` [B, M, D], if given, are the Gaussians' features instead of the head's own (whose projection
+        columns are then skipped; LSM's semantic lift)."""
         cfg = self.config
         if feats.ndim != 3 or feats.shape[-1] != cfg.in_dim:
             raise OpenLSMError(f"feats must be [B, M, {cfg.in_dim}], got {tuple(feats.shape)}")
@@ -84,7 +87,16 @@ class GaussianHead(nn.Module):
             raise OpenLSMError(f"means must be {(*feats.shape[:2], 3)}, got {tuple(means.shape)}")
         if cfg.rgb_residual and (colors is None or colors.shape != means.shape):
             raise OpenLSMError(f"colors must be {tuple(means.shape)} when rgb_residual is on")
-        raw_scales, raw_quats, raw_opacity, sh, raw_feats = self.split(self.gaussian_proj(feats))
+        if features is None:
+            raw_scales, raw_quats, raw_opacity, sh, features = self.split(self.gaussian_proj(feats))
+            if sem_residual is not None:
+                features = features + sem_residual
+        elif features.shape != (*feats.shape[:2], cfg.feature_dim):
+            raise OpenLSMError(f"features must be {(*feats.shape[:2], cfg.feature_dim)}, got {tuple(features.shape)}")
+        else:  # the projection's other columns only
+            n = cfg.out_dim - cfg.feature_dim
+            raw = F.linear(feats, self.gaussian_proj.weight[:n], self.gaussian_proj.bias[:n])
+            raw_scales, raw_quats, raw_opacity, sh, _ = self.split(raw)
         means = means.detach()  # no rendering gradient flows into the geometry network
         scales = clamp_scales(raw_scales, means, cfg)
         mask = self.sh_mask[:, None].to(sh.dtype)  # [K, 1]
@@ -92,7 +104,5 @@ class GaussianHead(nn.Module):
         if cfg.rgb_residual:  # DC: (raw + RGB) * mask_0, written over the masked raw DC (no concatenated copy)
             masked[..., 0, :] = (sh[..., 0, :] + rgb_to_sh0(colors)) * mask[0]
         sh = masked
-        if sem_residual is not None:
-            raw_feats = raw_feats + sem_residual
         return Gaussians(means=means, quats=F.normalize(raw_quats, dim=-1), log_scales=scales.log(),
-                         opacity_logits=raw_opacity, sh=sh, features=raw_feats)
+                         opacity_logits=raw_opacity, sh=sh, features=features)

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from openlsm.errors import OpenLSMError
+from openlsm.models.lsm import sparse_conv
 from openlsm.models.lsm.sparse_conv import SubMConv3d, VoxelIndex, submanifold_conv3d
+from openlsm.render import numba_backend
 
 
 def dense_reference(grid, feats, weight, side):
@@ -22,7 +24,8 @@ def random_weight(c_out, k, c_in, gen):
     return torch.randn(c_out, k, k, k, c_in, generator=gen, dtype=torch.float64)
 
 
-METHODS = ["im2col", "pairs"]
+GRAD_METHODS = ["im2col", "pairs"]
+METHODS = GRAD_METHODS + (["numba"] if numba_backend.available() else [])  # numba: forward only
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -82,7 +85,7 @@ def test_duplicate_points_are_summed_and_share_their_output(method):
     torch.testing.assert_close(out[:10], out[40:])
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", GRAD_METHODS)
 def test_gradients_match_finite_differences(method):
     gen = torch.Generator().manual_seed(4)
     grid = torch.randint(0, 4, (12, 3), generator=gen)
@@ -98,3 +101,31 @@ def test_bad_shapes_are_user_errors():
         submanifold_conv3d(torch.zeros(3, 4), index, torch.zeros(2, 3, 3, 3, 5))
     with pytest.raises(OpenLSMError):
         VoxelIndex.build(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.skipif(not numba_backend.available(), reason="needs the [cpu] extra (numba)")
+def test_auto_uses_numba_for_narrow_layers_without_gradients(monkeypatch):
+    import openlsm.models.lsm.sparse_conv_numba as numba_conv
+
+    calls = []
+    monkeypatch.setattr(numba_conv, "submanifold_conv3d_numba",
+                        lambda *a, f=numba_conv.submanifold_conv3d_numba: calls.append(1) or f(*a))
+    gen = torch.Generator().manual_seed(6)
+    grid = torch.randint(0, 6, (40, 3), generator=gen)
+    index = VoxelIndex.build(grid, torch.zeros(40, dtype=torch.long))
+    narrow = random_weight(4, 5, 3, gen)  # 12 weights per offset
+    wide = random_weight(16, 3, 16, gen)  # 256 > NUMBA_MAX_WEIGHTS
+    assert 3 * 4 <= sparse_conv.NUMBA_MAX_WEIGHTS < 16 * 16
+    feats3, feats16 = (torch.randn(40, c, generator=gen, dtype=torch.float64) for c in (3, 16))
+    with torch.no_grad():
+        fast = submanifold_conv3d(feats3, index, narrow)
+        assert len(calls) == 1
+        submanifold_conv3d(feats16, index, wide)
+        assert len(calls) == 1  # wide: pairs
+    slow = submanifold_conv3d(feats3.requires_grad_(), index, narrow)  # gradients needed: pairs
+    assert len(calls) == 1 and slow.requires_grad
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-12, atol=1e-12)
+    monkeypatch.setenv("OPENLSM_NUMBA", "0")
+    with torch.no_grad():
+        submanifold_conv3d(feats3, index, narrow)
+    assert len(calls) == 1

@@ -27,10 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from openlsm.errors import OpenLSMError
+from openlsm.render import numba_backend
 
 MARGIN = 8  # coordinate margin inside the key space: kernels up to 17^3
 CHUNK_ELEMENTS = 1 << 24  # im2col block size (elements) per matmul
 PAIRS_BLOCK_ELEMENTS = 1 << 19  # neighbour-table slots built at once by `pairs` (4 MB: stays in cache)
+# "auto" uses the Numba kernel up to this many weights per offset: the stem (6 x 16) 2x faster than "pairs"; at
+# 16 x 16 both ran alike, wider layers ran slower (2-core CPU, docs/benchmarks.md session 17)
+NUMBA_MAX_WEIGHTS = 128
 DENSE_LOOKUP_SLOTS = 1 << 24  # `pairs` uses a dense key -> voxel table (int32) up to this key range, else
 # binary searches (one 0.01-voxelised sample in [-1, 1]: ~10 M slots)
 
@@ -177,7 +181,9 @@ def submanifold_conv3d(feats: Tensor, index: VoxelIndex, weight: Tensor, bias: T
 
     method "im2col": one gather of all k^3 neighbours + one GEMM per row chunk (few kernels: GPU);
     "pairs": per kernel offset, only the existing neighbour pairs (less memory traffic on sparse
-    surfaces: CPU); "auto" picks by device.
+    surfaces: CPU); "numba": one compiled pass over the voxels (CPU, no autograd, the `[cpu]` extra);
+    "auto": im2col off the CPU; on the CPU numba for narrow layers (C_in x C_out <= NUMBA_MAX_WEIGHTS) where
+    no gradient is needed and Numba is installed, else pairs.
     """
     return submanifold_conv3d_voxels(feats, index, weight, bias, method).index_select(0, index.inverse)
 
@@ -191,8 +197,15 @@ def submanifold_conv3d_voxels(feats: Tensor, index: VoxelIndex, weight: Tensor, 
     if feats.ndim != 2 or feats.shape[1] != c_in:
         raise OpenLSMError(f"sparse conv expects features [N,{c_in}], got {tuple(feats.shape)}")
     if method == "auto":
-        method = "pairs" if feats.device.type == "cpu" else "im2col"
+        method = "im2col" if feats.device.type != "cpu" else "pairs"
+        if method == "pairs" and c_in * c_out <= NUMBA_MAX_WEIGHTS and not torch.is_grad_enabled() \
+                and numba_backend.available():
+            method = "numba"
     voxels = voxel_features(feats, index)  # [U, C_in]
+    if method == "numba":
+        from openlsm.models.lsm.sparse_conv_numba import submanifold_conv3d_numba
+
+        return submanifold_conv3d_numba(voxels, index.keys, index.side, weight, bias)
     kernels = weight.permute(1, 2, 3, 4, 0).reshape(k**3, c_in, c_out)  # offsets ordered (kx, ky, kz)
     if method == "pairs":
         centre = k**3 // 2

@@ -38,8 +38,47 @@ def sq_dist(pts, i, j):
     return dx * dx + dy * dy + dz * dz
 
 
+@numba.njit(inline="always")
+def reach_sq(pts, cells, dims, lo, h, i, radius):
+    # squared distance (in cell units) to the nearest face of the block of `radius` that has cells beyond it
+    reach = np.inf
+    for a in range(3):
+        off = (pts[i, a] - lo[a]) / h - cells[i, a]  # position inside the own cell, [0, 1)
+        if cells[i, a] - radius > 0:
+            reach = min(reach, radius + off)
+        if cells[i, a] + radius < dims[a] - 1:
+            reach = min(reach, radius + 1 - off)
+    return reach * reach
+
+
+@numba.njit(inline="always")
+def column_ranges(sorted_keys, cells, dims, i, radius, starts, stops):
+    # the (2R+1)^2 runs of sorted points in the block of `radius` around point i's cell; returns their count
+    cx, cy, cz = cells[i, 0], cells[i, 1], cells[i, 2]
+    z0, z1 = max(cz - radius, 0), min(cz + radius, dims[2] - 1)
+    m = 0
+    for x in range(max(cx - radius, 0), min(cx + radius, dims[0] - 1) + 1):
+        for y in range(max(cy - radius, 0), min(cy + radius, dims[1] - 1) + 1):
+            row = (x * dims[1] + y) * dims[2]
+            starts[m] = np.searchsorted(sorted_keys, row + z0)
+            stops[m] = np.searchsorted(sorted_keys, row + z1, side="right")
+            m += 1
+    return m
+
+
+@numba.njit(inline="always")
+def scan(pts, i, starts, stops, m, best):
+    best[:] = np.inf
+    for c in range(m):
+        for j in range(starts[c], stops[c]):
+            if j != i:
+                consider(best, sq_dist(pts, i, j))
+
+
 @numba.njit(parallel=True, cache=True)
 def search(pts, k, lo, h, out):
+    # Points are sorted by cell key first: a cell's points are contiguous, the queries of one cell share the
+    # column runs of their radius-1 block (found once per cell), and candidates are read in memory order.
     n = pts.shape[0]
     cells = np.empty((n, 3), np.int64)
     for i in range(n):
@@ -50,41 +89,29 @@ def search(pts, k, lo, h, out):
         dims[a] = cells[:, a].max() + 1
     keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
     order = np.argsort(keys, kind="mergesort")
-    sorted_keys = keys[order]
+    sorted_keys, sp, sc = keys[order], pts[order], cells[order]
+    firsts = np.flatnonzero(np.diff(sorted_keys)) + 1
+    run_starts = np.empty(firsts.shape[0] + 2, np.int64)  # first sorted point of each occupied cell, then n
+    run_starts[0], run_starts[-1] = 0, n
+    run_starts[1:-1] = firsts
     bound = SAFETY * h * h
-    for i in numba.prange(n):
-        best = np.full(k, np.inf)
-        radius = 1
-        while True:
-            best[:] = np.inf
-            if (2 * radius + 1) ** 2 > n:  # a far outlier: every point
-                for j in range(n):
-                    if j != i:
-                        consider(best, sq_dist(pts, i, j))
-                break
-            cx, cy, cz = cells[i, 0], cells[i, 1], cells[i, 2]
-            z0, z1 = max(cz - radius, 0), min(cz + radius, dims[2] - 1)
-            for x in range(max(cx - radius, 0), min(cx + radius, dims[0] - 1) + 1):
-                for y in range(max(cy - radius, 0), min(cy + radius, dims[1] - 1) + 1):
-                    row = (x * dims[1] + y) * dims[2]
-                    start = np.searchsorted(sorted_keys, row + z0)
-                    stop = np.searchsorted(sorted_keys, row + z1, side="right")
-                    for s in range(start, stop):
-                        j = order[s]
-                        if j != i:
-                            consider(best, sq_dist(pts, i, j))
-            # distance to the nearest block face with cells beyond it (in cell units, then squared)
-            reach = np.inf
-            for a in range(3):
-                off = (pts[i, a] - lo[a]) / h - cells[i, a]  # position inside the own cell, [0, 1)
-                if cells[i, a] - radius > 0:
-                    reach = min(reach, radius + off)
-                if cells[i, a] + radius < dims[a] - 1:
-                    reach = min(reach, radius + 1 - off)
-            if best[k - 1] < reach * reach * bound:
-                break
-            radius *= 2
-        out[i] = best.mean()
+    for r in numba.prange(run_starts.shape[0] - 1):
+        best = np.empty(k)
+        starts, stops = np.empty(9, np.int64), np.empty(9, np.int64)
+        m = column_ranges(sorted_keys, sc, dims, run_starts[r], 1, starts, stops)
+        for q in range(run_starts[r], run_starts[r + 1]):
+            scan(sp, q, starts, stops, m, best)
+            radius = 1
+            while best[k - 1] >= reach_sq(sp, sc, dims, lo, h, q, radius) * bound:  # not settled: wider blocks
+                radius *= 2
+                if (2 * radius + 1) ** 2 > n:  # a far outlier: every point
+                    scan(sp, q, np.zeros(1, np.int64), np.full(1, n, np.int64), 1, best)
+                    break
+                wide_starts = np.empty((2 * radius + 1) ** 2, np.int64)
+                wide_stops = np.empty((2 * radius + 1) ** 2, np.int64)
+                scan(sp, q, wide_starts, wide_stops, column_ranges(sorted_keys, sc, dims, q, radius, wide_starts,
+                                                                   wide_stops), best)
+            out[order[q]] = best.mean()
 
 
 def _search(pts: Tensor, k: int, lo: Tensor, extent: float, h: float) -> Tensor:

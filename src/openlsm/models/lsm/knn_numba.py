@@ -1,11 +1,13 @@
 """`knn_mean_sq_dist` on the CPU compiled by Numba (optional extra `[cpu]`; `knn.py` imports this module only
-where Numba is installed): the same exact grid search as `knn.py`, one query at a time in parallel, so no candidate
-blocks are materialised. Kernels at module level, so Numba's disk cache serves later processes.
+where Numba is installed): the same exact grid search as `knn.py`, the occupied cells in parallel and each cell's
+queries one at a time, so no candidate blocks are materialised. Kernels at module level, so Numba's disk cache
+serves later processes.
 
 Points are binned into cells of side h (`knn._cell_size`) and sorted by cell key; a query scans the (2R+1)^3 cells
-around its own ((2R+1)^2 contiguous runs of the sorted points) keeping its k smallest squared distances, and is
-settled when the k-th is nearer than every face of the block that has cells beyond it. R doubles until then; a
-query whose block would outgrow the point count (far outliers) scans all points instead.
+around its own ((2R+1)^2 contiguous runs of the sorted points, for R = 1 shared by the queries of one cell) keeping
+its k smallest squared distances, and is settled when the k-th is nearer than every face of the block that has
+cells beyond it. R doubles until then; a query whose block would outgrow the point count (far outliers) scans all
+points instead.
 
     d2 = knn_mean_sq_dist_numba(points, k=3)   # [N, 3] or [B, N, 3] CPU -> [N] / [B, N]
 """

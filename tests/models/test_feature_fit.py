@@ -46,7 +46,30 @@ def test_sparse_csr_sums_duplicates_in_products():
     assert torch.equal(A @ x, torch.tensor([[200.0], [0.0], [440.0]]))
 
 
-def test_solve_matches_a_dense_float64_solve():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_sparse_product_is_the_dense_product(dtype):
+    pytest.importorskip("numba")
+    from openlsm.render import numba_backend
+
+    dense, _ = random_sparse(37, 23, 0.2, 7)
+    dense[4] = 0  # an empty row
+    rows, cols = dense.nonzero().unbind(1)
+    rows, cols = torch.cat([rows, rows[:5]]), torch.cat([cols, cols[:5]])  # duplicate entries add up
+    vals = torch.cat([dense[dense != 0], dense[dense != 0][:5]])
+    dense[rows[:5], cols[:5]] *= 2
+    A = sparse_csr(rows, cols, vals.to(dtype), 37, 23)
+    x = torch.randn(23, 5, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    got = numba_backend.sparse_mm(A, x)
+    assert got.dtype == dtype and got.shape == (37, 5)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got.double(), dense @ x, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("numba", ["0", "1"], ids=["pytorch", "numba"])
+def test_solve_matches_a_dense_float64_solve(numba, monkeypatch):
+    if numba == "1":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("OPENLSM_NUMBA", numba)
     (d1, a1), (d2, a2) = random_sparse(50, 30, 0.15, 1), random_sparse(50, 30, 0.15, 2)
     g = torch.Generator().manual_seed(3)
     T = torch.randn(2, 50, 4, generator=g, dtype=torch.float64)

@@ -125,3 +125,13 @@ def transpose_csr(a: Tensor) -> Tensor:
     rows = torch.repeat_interleave(torch.arange(a.shape[0]), crow.diff())
     return _csr(torch.from_numpy(crow_t), torch.empty_like(rows).index_copy_(0, slots, rows),
                 torch.empty_like(a.values()).index_copy_(0, slots, a.values()), a.shape[0])
+
+
+@numba_launch
+def sparse_mm(a: Tensor, x: Tensor) -> Tensor:
+    """A sparse CSR matrix [R, C] @ a dense x [C, D] -> [R, D] (CPU, the dtype of the values; no gradients)."""
+    values = a.values()
+    out = np.empty((a.shape[0], x.shape[1]), values.numpy().dtype)
+    _compile().csr_matmul(a.crow_indices().numpy(), a.col_indices().numpy(), values.numpy(),
+                          x.detach().to(values.dtype).contiguous().numpy(), out)
+    return torch.from_numpy(out)

@@ -127,3 +127,14 @@ def transpose(crow, cols, n_cols):  # CSR structure -> the transpose's row point
             slots[k] = fill[cols[k]]
             fill[cols[k]] += 1
     return crow_t, slots
+
+
+@numba.njit(parallel=True, cache=True)
+def csr_matmul(crow, cols, vals, x, out):  # out [R, D] = CSR [R, C] @ x [C, D], rows in parallel
+    for r in numba.prange(crow.shape[0] - 1):
+        row = out[r]
+        row[:] = 0
+        for k in range(crow[r], crow[r + 1]):
+            v, xr = vals[k], x[cols[k]]
+            for j in range(x.shape[1]):
+                row[j] += v * xr[j]

@@ -60,12 +60,13 @@ def solve_features(weights: list[Tensor], targets: Tensor, init: Tensor, ridge: 
     A = [w.to(torch.float32) for w in weights]
     At = [transpose_csr(a) for a in A]  # Aᵀ as its own CSR: row products are the fast sparse kernel
     F0, T = init.float(), targets.float()
+    mm = numba_backend.sparse_mm if numba_backend.available(init.device) else torch.matmul
 
     def normal(F: Tensor) -> Tensor:  # (Σ AᵀA + ridge I) F
-        return sum(at @ (a @ F) for a, at in zip(A, At)) + ridge * F
+        return sum(mm(at, mm(a, F)) for a, at in zip(A, At)) + ridge * F
 
     X = F0.clone()
-    r = sum(at @ (T[v] - a @ X) for v, (a, at) in enumerate(zip(A, At)))  # the ridge term is 0 at F0
+    r = sum(mm(at, T[v] - mm(a, X)) for v, (a, at) in enumerate(zip(A, At)))  # the ridge term is 0 at F0
     p, rs = r.clone(), (r * r).sum(0)
     for _ in range(iters):
         Ap = normal(p)

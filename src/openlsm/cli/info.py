@@ -29,7 +29,7 @@ class Info:
         table.add_row("device", torch.cuda.get_device_name(0) if cuda else f"cpu ({torch.get_num_threads()} threads)")
         ok, why = gsplat_available()
         table.add_row("render backends", "torch" + (", gsplat" if ok else f" (gsplat unavailable: {why})"))
-        table.add_row("CPU compositing", "numba (renders without gradients)" if numba_backend.available()
-                      else "PyTorch (install openlsm[cpu] for numba: several times faster)")
+        table.add_row("CPU kernels", "numba (compositing without gradients, kNN, stem conv, feature fit)"
+                      if numba_backend.available() else "PyTorch (install openlsm[cpu] for numba: several times faster)")
         Console().print(table)
         return 0

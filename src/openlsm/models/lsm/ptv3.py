@@ -269,13 +269,17 @@ class SerializedAttention(nn.Module):
         out, back = self.forward_slots(feats, level, batch_min)
         return out.index_select(0, back)
 
+    def patches(self, level: PointLevel, batch_min: bool = False) -> tuple[Tensor, Tensor, Tensor | None, int]:
+        """This layer's patch layout on `level` (see `PointLevel.patches`)."""
+        return level.patches(self.order_index % level.codes.shape[0], self.patch_size, batch_min)
+
     def forward_slots(self, feats: Tensor, level: PointLevel, batch_min: bool = False,
                       norm: nn.Module | None = None) -> tuple[Tensor, Tensor]:
         """feats [N, C] (normalised by the row-wise `norm` first, if given) -> outputs per patch slot [P*K, C]
         and back [N] (each point's slot). Points are gathered into patches before the row-wise layers, which
         moves C, not 3C, columns; on the CPU inference path patches go through in chunks."""
         c = feats.shape[1]
-        slots, back, mask, k = level.patches(self.order_index % level.codes.shape[0], self.patch_size, batch_min)
+        slots, back, mask, k = self.patches(level, batch_min)
         step = max(1, ROW_CHUNK // k) * k if chunked(feats) else len(slots)
         out = None if step >= len(slots) else feats.new_empty(len(slots), c)
         for i in range(0, len(slots), step):
@@ -330,8 +334,7 @@ class Block(nn.Module):
             rows = slice(i, i + ROW_CHUNK)
             torch.add(feats[rows], cpe.index_select(0, level.voxels.inverse[rows]), out=out[rows])
         if level.voxels.first is None:  # points share voxels
-            slots, back, mask, k = level.patches(self.attn.order_index % level.codes.shape[0],
-                                                 self.attn.patch_size, batch_min)
+            slots, back, mask, k = self.attn.patches(level, batch_min)
             if mask is None:
                 return self._forward_runs(out, slots, back, k)
         attn, back = self.attn.forward_slots(out, level, batch_min, self.norm1)  # [P*K, C], [N]

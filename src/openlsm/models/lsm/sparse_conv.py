@@ -54,6 +54,14 @@ class VoxelIndex:
     def num_voxels(self) -> int:
         return self.keys.shape[0]
 
+    def column_deltas(self, kernel_size: int) -> Tensor:
+        """[k^2] key of each kernel column's first voxel (dz = -k//2) minus the centre voxel's key, columns x-major
+        then y: a column's k voxels have consecutive keys."""
+        r = kernel_size // 2
+        steps = torch.arange(-r, r + 1, device=self.keys.device)
+        dxy = torch.cartesian_prod(steps, steps)  # [k^2, 2] (x, y offsets)
+        return (dxy[:, 0] * self.side + dxy[:, 1]) * self.side - r
+
     @staticmethod
     def build(grid: Tensor, batch: Tensor) -> VoxelIndex:
         """grid [N, 3] non-negative ints, batch [N] sample index."""
@@ -73,12 +81,10 @@ class VoxelIndex:
         """[U, k^3] voxel index of each kernel offset (x-major, then y, then z), U where the voxel is empty."""
         _check_kernel(kernel_size)
         if kernel_size not in self._neighbours:
-            k, r, u = kernel_size, kernel_size // 2, self.num_voxels
-            steps = torch.arange(-r, r + 1, device=self.keys.device)
-            dxy = torch.cartesian_prod(steps, steps)  # [k^2, 2] columns (x, y offsets)
+            k, u = kernel_size, self.num_voxels
             # The k voxels (x+dx, y+dy, z-r .. z+r) of a column have consecutive keys: one binary search for
             # the column's first key, then its occupied voxels are the next <= k sorted keys.
-            firsts = self.keys[:, None] + (dxy[:, 0] * self.side + dxy[:, 1]) * self.side - r  # [U, k^2]
+            firsts = self.keys[:, None] + self.column_deltas(k)  # [U, k^2]
             nexts = torch.arange(k, device=self.keys.device)
             found = torch.searchsorted(self.keys, firsts)[..., None] + nexts  # [U, k^2, k] the next k sorted keys
             padded = torch.cat([self.keys, self.keys.new_full((k,), torch.iinfo(self.keys.dtype).max)])
@@ -132,10 +138,8 @@ class VoxelIndex:
     def _pairs_by_search(self, k: int) -> list[tuple[Tensor, Tensor]]:
         # As `neighbours`, but a few kernel columns at a time: the [k^3, U] table is never materialised,
         # each block's table stays cache-sized (on CPU the whole table cost more than the conv itself).
-        r, u, dev = k // 2, self.num_voxels, self.keys.device
-        steps = torch.arange(-r, r + 1, device=dev)
-        dxy = torch.cartesian_prod(steps, steps)  # [k^2, 2]
-        deltas = (dxy[:, 0] * self.side + dxy[:, 1]) * self.side - r  # [k^2] key of a column's first voxel - key
+        u, dev = self.num_voxels, self.keys.device
+        deltas = self.column_deltas(k)  # [k^2]
         padded = torch.cat([self.keys, self.keys.new_full((k,), torch.iinfo(self.keys.dtype).max)])
         ids = torch.arange(u, device=dev)
         per_block = max(1, PAIRS_BLOCK_ELEMENTS // max(k * u, 1))  # kernel columns per block
@@ -202,11 +206,11 @@ def submanifold_conv3d_voxels(feats: Tensor, index: VoxelIndex, weight: Tensor, 
                 and numba_backend.available():
             method = "numba"
     voxels = voxel_features(feats, index)  # [U, C_in]
+    kernels = weight.permute(1, 2, 3, 4, 0).reshape(k**3, c_in, c_out)  # offsets ordered (kx, ky, kz)
     if method == "numba":
         from openlsm.models.lsm.sparse_conv_numba import submanifold_conv3d_numba
 
-        return submanifold_conv3d_numba(voxels, index.keys, index.side, weight, bias)
-    kernels = weight.permute(1, 2, 3, 4, 0).reshape(k**3, c_in, c_out)  # offsets ordered (kx, ky, kz)
+        return submanifold_conv3d_numba(voxels, index.keys, index.column_deltas(k), kernels, bias)
     if method == "pairs":
         centre = k**3 // 2
         out = voxels @ kernels[centre]  # the centre offset always hits the site itself

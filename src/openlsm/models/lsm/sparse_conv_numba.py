@@ -7,7 +7,7 @@ per kernel column, whose k voxels have consecutive keys) and accumulates neighbo
 output row. Nothing per pair is materialised: for narrow layers (the stem, 6 -> 16 channels, 5^3 offsets) the
 PyTorch "pairs" method spends its time building, gathering and scattering pairs, not multiplying.
 
-    out = submanifold_conv3d_numba(voxels, index, weight, bias)   # voxels [U, C_in] -> [U, C_out]
+    out = submanifold_conv3d_numba(voxels, index.keys, index.column_deltas(k), kernels, bias)  # [U, C_in] -> [U, C_out]
 """
 
 from __future__ import annotations
@@ -42,17 +42,14 @@ def conv(keys, column_deltas, k, voxels, kernels, out):
 
 @torch.no_grad()
 @numba_launch
-def submanifold_conv3d_numba(voxels: Tensor, keys: Tensor, side: int, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """voxels [U, C_in] (float32 or float64, CPU) at the sorted voxel `keys` [U] of a key space of `side` per axis
-    (`VoxelIndex`), weight [C_out, k, k, k, C_in] -> [U, C_out]."""
-    c_out, k, c_in = weight.shape[0], weight.shape[1], weight.shape[-1]
-    r = k // 2
-    steps = np.arange(-r, r + 1)
-    dx, dy = np.meshgrid(steps, steps, indexing="ij")
-    column_deltas = ((dx * side + dy) * side - r).reshape(-1).astype(np.int64)
-    kernels = weight.permute(1, 2, 3, 4, 0).reshape(k**3, c_in, c_out).to(voxels.dtype).contiguous()
-    out = voxels.new_zeros(voxels.shape[0], c_out)
+def submanifold_conv3d_numba(voxels: Tensor, keys: Tensor, column_deltas: Tensor, kernels: Tensor,
+                             bias: Tensor | None) -> Tensor:
+    """voxels [U, C_in] (float32 or float64, CPU) at the sorted voxel `keys` [U], `VoxelIndex.column_deltas(k)`
+    [k^2], kernels [k^3, C_in, C_out] (offsets x-major, then y, then z) -> [U, C_out]."""
+    k = kernels.shape[0] // column_deltas.shape[0]  # k^3 offsets over k^2 columns
+    out = voxels.new_zeros(voxels.shape[0], kernels.shape[2])
     if bias is not None:
         out += bias.to(voxels.dtype)
-    conv(keys.numpy(), column_deltas, k, voxels.contiguous().numpy(), kernels.numpy(), out.numpy())
+    conv(keys.numpy(), column_deltas.numpy(), k, voxels.contiguous().numpy(),
+         kernels.to(voxels.dtype).contiguous().numpy(), out.numpy())
     return out

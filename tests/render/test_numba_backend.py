@@ -141,3 +141,56 @@ def test_torch_thread_count_is_left_alone():
             assert torch.get_num_threads() == n
     finally:
         torch.set_num_threads(before)
+
+
+def test_projection_and_sh_equal_the_pytorch_ones():
+    """Compiled projection and SH (used by `render` without gradients) against the PyTorch ones, float64: a turned
+    camera, Gaussians behind it, off screen and near the clamp of the Jacobian."""
+    from openlsm.cameras.cameras import look_at
+    from openlsm.render.sh import eval_sh
+
+    g = random_scene(3000, seed=11, degree=3)
+    g.means = g.means * torch.tensor([3.0, 3.0, 2.0], dtype=torch.float64) - torch.tensor([0.0, 0.0, 5.5],
+        dtype=torch.float64)  # some behind the camera, some outside the view
+    c2w = look_at(torch.tensor([[0.4, -0.3, -0.5]], dtype=torch.float64), torch.tensor([[0.0, 0.1, 3.0]],
+                  dtype=torch.float64), torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))
+    cam = Cameras(make_K(60.0, 55.0, 31.0, 22.0).double(), c2w, 64, 48)
+    args = (g.means, g.quats, g.scales, g.opacities, cam.viewmats, cam.Ks, 64, 48)
+    slow, fast = project_gaussians(*args), numba_backend.project_gaussians(*args)
+    visible = (slow[3] > 0).all(-1)
+    assert 200 < int(visible.sum()) < 1000 and int((slow[1] < 0.01).sum()) > 50  # culled for both reasons
+    assert torch.equal(fast[3], slow[3])
+    for a, b in zip(fast[:3], slow[:3]):
+        assert a.dtype == torch.float64
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9)
+    dirs = g.means[None] - c2w[:, None, :3, 3]  # [1, N, 3]
+    for degree in range(4):
+        sh = g.with_sh_degree(degree).sh[None]  # [1, N, K, 3]
+        torch.testing.assert_close(numba_backend.eval_sh(sh, dirs), eval_sh(sh, dirs), rtol=1e-12, atol=1e-12)
+    f32 = numba_backend.project_gaussians(*(t.float() if torch.is_tensor(t) else t for t in args))
+    assert f32[0].dtype == torch.float32 and f32[3].dtype == torch.int32
+
+
+def test_thin_turned_gaussians_and_thread_counts():
+    """Needle-like Gaussians at every angle (the row spans of `numba_kernels.row_span` are narrow and slanted) equal
+    the PyTorch compositing; one thread and two give the same image (tiles only change hands)."""
+    g = random_scene(600, seed=12, feat=2)
+    g.log_scales = torch.log(torch.tensor([0.3, 0.002, 0.002], dtype=torch.float64)).expand(600, 3).clone()
+    W, H = 80, 60
+    cam = Cameras(make_K(70.0, 70.0, 40.0, 30.0).double(), torch.eye(4, dtype=torch.float64), W, H)
+    means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None],
+                                                       cam.Ks[None], W, H)
+    args = (means2d[0], conics[0], g.opacities, depths[0], radii[0], g.features, W, H)
+    slow, slow_alpha = rasterize(*args)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append(numba_backend.rasterize(*args))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert slow_alpha.max() > 0.5 and (slow_alpha > 0).float().mean() > 0.2
+    torch.testing.assert_close(outs[0][1], slow_alpha, rtol=0, atol=1e-10)  # alpha stepped along rows
+    torch.testing.assert_close(outs[0][0], slow, rtol=0, atol=1e-10)

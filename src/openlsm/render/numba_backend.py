@@ -48,16 +48,22 @@ def _compile():
 
 
 def _prepare(means2d, conics, opacities, depths, radii, width, height):
-    """Visible Gaussians front to back: their ids [M], boxes, params [M, 6] (centre, conic, opacity; float64) and
-    per-tile lists (CSR over the tiles, row-major)."""
+    """Visible Gaussians front to back: their ids [M], boxes, params [M, 8] (centre, conic, opacity, ln(255·opacity),
+    exp(-conic a); float64, see `numba_kernels.row_span`), per-tile lists (CSR over the tiles, row-major) and the
+    order in which the threads (Numba's current count) take the tiles."""
     with torch.no_grad():
         ids = (radii > 0).all(-1).nonzero()[:, 0]
         ids = ids[torch.argsort(depths[ids], stable=True)]  # front to back
         x0, x1, y0, y1 = (b.numpy() for b in _boxes(means2d[ids], radii[ids], width, height))
-        params = torch.cat([means2d[ids], conics[ids], opacities[ids, None]], -1).double().numpy()
+        conics, opacities = conics[ids].double(), opacities[ids, None].double()
+        params = torch.cat([means2d[ids].double(), conics, opacities, torch.log(255.0 * opacities),
+                            torch.exp(-conics[:, :1])], -1).numpy()
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
     starts, tile_ids = _compile().bin_tiles(x0, x1, y0, y1, tiles_x, tiles_x * tiles_y)
-    return ids, (starts, tile_ids, params, x0, x1, y0, y1), tiles_x
+    order = np.argsort(-np.diff(starts), kind="stable")  # longest tile lists first (see `numba_kernels.composite`)
+    import numba  # the kernels take the count as an argument: calling numba.get_num_threads inside stops caching
+
+    return ids, (order, numba.get_num_threads(), starts, tile_ids, params, x0, x1, y0, y1), tiles_x
 
 
 def numba_launch(fn):
@@ -76,6 +82,35 @@ def numba_launch(fn):
                 if torch.get_num_threads() != n:
                     torch.set_num_threads(n)
     return run
+
+
+@numba_launch
+def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor, Ks: Tensor,
+                      width: int, height: int, near: float = 0.01, far: float = 1e10,
+                      eps2d: float = 0.3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """As `torch_backend.project_gaussians` (CPU tensors, no gradients; computed in float64, returned in the dtype of
+    `means`): means2d [C, N, 2], depths [C, N], conics [C, N, 3], radii [C, N, 2] int32."""
+    C, N = viewmats.shape[0], means.shape[0]
+    means2d, depths, conics = np.empty((C, N, 2)), np.empty((C, N)), np.empty((C, N, 3))
+    radii = np.empty((C, N, 2), np.int32)
+    args = [t.detach().double().contiguous().numpy() for t in (means, quats, scales, opacities)]
+    for c in range(C):
+        _compile().project(*args, viewmats[c].detach().double().numpy(), Ks[c].detach().double().numpy(),
+                           width, height, near, far, eps2d, means2d[c], depths[c], conics[c], radii[c])
+    dtype = means.dtype
+    return (torch.from_numpy(means2d).to(dtype), torch.from_numpy(depths).to(dtype),
+            torch.from_numpy(conics).to(dtype), torch.from_numpy(radii))
+
+
+@numba_launch
+def eval_sh(sh: Tensor, dirs: Tensor) -> Tensor:
+    """As `sh.eval_sh` (CPU tensors, no gradients): sh [..., K, 3], dirs [..., 3] -> [..., 3] in the dtype of sh."""
+    lead = dirs.shape[:-1]
+    sh = sh.detach().expand(*lead, *sh.shape[-2:]).reshape(-1, *sh.shape[-2:])
+    out = np.empty((sh.shape[0], 3), np.float64 if sh.dtype == torch.float64 else np.float32)
+    _compile().sh_colors(sh.contiguous().numpy(), dirs.detach().to(sh.dtype).reshape(-1, 3).contiguous().numpy(),
+                         out)
+    return torch.from_numpy(out).reshape(*lead, 3)
 
 
 @numba_launch

@@ -4,6 +4,7 @@ Numba's on-disk cache serves later processes (kernels nested in a function are c
 import numba
 import numpy as np
 
+from .sh import C0, C1, C2, C3
 from .torch_backend import ALPHA_MIN, MAX_ALPHA, T_MIN
 
 TILE = 16
@@ -29,89 +30,114 @@ def bin_tiles(x0, x1, y0, y1, tiles_x, n_tiles):  # boxes [M] in depth order -> 
 
 
 @numba.njit(inline="always")
-def pair_alpha(params, g, px, py):  # alpha of Gaussian g at pixel (px, py); 0 under the 1/255 cut-off
-    dx, dy = px + 0.5 - params[g, 0], py + 0.5 - params[g, 1]
-    sigma = 0.5 * params[g, 2] * dx * dx + params[g, 3] * dx * dy + 0.5 * params[g, 4] * dy * dy
-    a = params[g, 5] * np.exp(-sigma) if sigma >= 0.0 else 0.0
-    return min(a, MAX_ALPHA) if a >= ALPHA_MIN else 0.0
+def row_span(params, g, py, xa, xb):
+    """The pixels [lo, hi) of row py within [xa, xb) where Gaussian g may reach alpha >= 1/255, and its alpha at lo
+    with the factors that step alpha along the row. σ(dx) = ½a·dx² + b·dy·dx + ½c·dy² is quadratic in dx, so
+    alpha(px + 1) = alpha(px)·f and f(px + 1) = f(px)·exp(-a): two products per pixel instead of an exp. The span is
+    the ellipse σ <= ln(255·o) widened by a pixel on each side; the caller still tests alpha >= 1/255 per pixel."""
+    mx, my, a, b, c, o = params[g, 0], params[g, 1], params[g, 2], params[g, 3], params[g, 4], params[g, 5]
+    dy = py + 0.5 - my
+    disc = (b * dy) ** 2 - a * (c * dy * dy - 2.0 * params[g, 6])  # params[g, 6] = ln(255·o)
+    if disc < 0.0:
+        return 0, 0, 0.0, 0.0
+    half, centre = np.sqrt(disc) / a, mx - 0.5 - b * dy / a  # the ellipse's pixels: centre ± half
+    lo, hi = max(xa, int(np.floor(centre - half))), min(xb, int(np.ceil(centre + half)) + 1)
+    dx = lo + 0.5 - mx
+    alpha = o * np.exp(-(0.5 * a * dx * dx + b * dx * dy + 0.5 * c * dy * dy))
+    return lo, hi, alpha, np.exp(-(a * (dx + 0.5) + b * dy))
 
 
 @numba.njit(inline="always")
-def blend(trans, params, g, px, py, tile_x0, tile_y0):
-    """Front-to-back step of pixel (px, py) through Gaussian g: its weight alpha x T (0 if alpha is under the
-    cut-off or the pixel has stopped), updating the tile's transmittances `trans`; -1 where the pixel stops here."""
-    T = trans[py - tile_y0, px - tile_x0]
-    a = pair_alpha(params, g, px, py) if T > 0.0 else 0.0
-    if a == 0.0:
+def blend(trans, p, alpha):
+    """Front-to-back step of tile pixel p through a Gaussian of this alpha: its weight alpha x T (0 if alpha is under
+    the cut-off or the pixel has stopped), updating the tile's transmittances `trans`; -1 where the pixel stops."""
+    T = trans[p]
+    if T == 0.0 or alpha < ALPHA_MIN:
         return 0.0
+    a = min(alpha, MAX_ALPHA)
     if T * (1.0 - a) <= T_MIN:
-        trans[py - tile_y0, px - tile_x0] = 0.0
+        trans[p] = 0.0
         return -1.0
-    trans[py - tile_y0, px - tile_x0] = T * (1.0 - a)
+    trans[p] = T * (1.0 - a)
     return a * T
 
 
 # Both kernels walk a tile Gaussian-major (its list is in depth order, so every pixel still composites front to
-# back), visiting only the pixels of each Gaussian's box; a pixel stops before the Gaussian that would bring its
-# transmittance to 1e-4 or below (as gsplat), and a tile stops when all its pixels have.
+# back), visiting only the pixels of each Gaussian's ellipse (`row_span`); a pixel stops before the Gaussian that
+# would bring its transmittance to 1e-4 or below (as gsplat), and a tile stops when all its pixels have. Tile
+# pixels are numbered row-major, p = (py - tile_y0) * TILE + px - tile_x0. The n_threads threads take the tiles in
+# turns, in the `order` of their list lengths (longest first): a static split of the image into bands left one
+# thread with ~60 % of the work on a trained model's scene.
+# params [M, 8] per Gaussian in depth order: centre, conic (a, b, c), opacity, ln(255·opacity), exp(-a).
 @numba.njit(parallel=True, cache=True)
-def composite(starts, ids, params, x0, x1, y0, y1, values, width, height, tiles_x, out, alpha):
+def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, width, height, tiles_x, out, alpha):
     n_values = values.shape[1]
-    for t in numba.prange(starts.shape[0] - 1):
-        tile_x0, tile_y0 = (t % tiles_x) * TILE, (t // tiles_x) * TILE
-        trans = np.ones((TILE, TILE))  # 0 once the pixel has stopped
-        acc = np.zeros((TILE, TILE, n_values))
-        acc_alpha = np.zeros((TILE, TILE))
-        open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
-        for k in range(starts[t], starts[t + 1]):
-            g = ids[k]
-            for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
-                for px in range(max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)):
-                    w = blend(trans, params, g, px, py, tile_x0, tile_y0)
-                    if w < 0.0:
-                        open_pixels -= 1
-                    elif w > 0.0:
-                        for d in range(n_values):
-                            acc[py - tile_y0, px - tile_x0, d] += w * values[g, d]
-                        acc_alpha[py - tile_y0, px - tile_x0] += w
-            if open_pixels == 0:
-                break
-        for py in range(tile_y0, min(height, tile_y0 + TILE)):
-            for px in range(tile_x0, min(width, tile_x0 + TILE)):
-                for d in range(n_values):
-                    out[py * width + px, d] = acc[py - tile_y0, px - tile_x0, d]
-                alpha[py * width + px] = acc_alpha[py - tile_y0, px - tile_x0]
+    for thread in numba.prange(n_threads):
+        for t in order[thread::n_threads]:
+            tile_x0, tile_y0 = (t % tiles_x) * TILE, (t // tiles_x) * TILE
+            trans = np.ones(TILE * TILE)  # 0 once the pixel has stopped
+            acc = np.zeros((TILE * TILE, n_values + 1))  # the values, then alpha
+            open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
+            for k in range(starts[t], starts[t + 1]):
+                g = ids[k]
+                value, step = values[g], params[g, 7]
+                xa, xb = max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)
+                for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
+                    lo, hi, a, f = row_span(params, g, py, xa, xb)
+                    row = (py - tile_y0) * TILE - tile_x0
+                    for px in range(lo, hi):
+                        w = blend(trans, row + px, a)
+                        a, f = a * f, f * step
+                        if w < 0.0:
+                            open_pixels -= 1
+                        elif w > 0.0:
+                            pixel = acc[row + px]
+                            for d in range(n_values):
+                                pixel[d] += w * value[d]
+                            pixel[n_values] += w
+                if open_pixels == 0:
+                    break
+            for py in range(tile_y0, min(height, tile_y0 + TILE)):
+                for px in range(tile_x0, min(width, tile_x0 + TILE)):
+                    pixel = acc[(py - tile_y0) * TILE + px - tile_x0]
+                    out[py * width + px] = pixel[:n_values]
+                    alpha[py * width + px] = pixel[n_values]
 
 
 @numba.njit(parallel=True, cache=True)
-def weights(starts, ids, params, x0, x1, y0, y1, width, height, tiles_x, min_weight, crow, cols, vals):
+def weights(order, n_threads, starts, ids, params, x0, x1, y0, y1, width, height, tiles_x, min_weight, crow, cols, vals):
     """With empty cols: counts each pixel's weights above min_weight into crow[p + 1]. Else writes them (the
     Gaussian's position k in depth order, the weight) from crow[p] on: CSR rows, each in depth order."""
     fill = cols.shape[0] > 0
-    for t in numba.prange(starts.shape[0] - 1):
-        tile_x0, tile_y0 = (t % tiles_x) * TILE, (t // tiles_x) * TILE
-        trans = np.ones((TILE, TILE))
-        cursor = np.zeros((TILE, TILE), np.int64)
-        if fill:
+    for thread in numba.prange(n_threads):
+        for t in order[thread::n_threads]:
+            tile_x0, tile_y0 = (t % tiles_x) * TILE, (t // tiles_x) * TILE
+            trans = np.ones(TILE * TILE)
+            cursor = np.zeros(TILE * TILE, np.int64)  # the image row-major index for counting, the CSR slot for filling
             for py in range(tile_y0, min(height, tile_y0 + TILE)):
                 for px in range(tile_x0, min(width, tile_x0 + TILE)):
-                    cursor[py - tile_y0, px - tile_x0] = crow[py * width + px]
-        open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
-        for k in range(starts[t], starts[t + 1]):
-            g = ids[k]
-            for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
-                for px in range(max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)):
-                    w = blend(trans, params, g, px, py, tile_x0, tile_y0)
-                    if w < 0.0:
-                        open_pixels -= 1
-                    elif w > min_weight and fill:
-                        c = cursor[py - tile_y0, px - tile_x0]
-                        cols[c], vals[c] = g, w
-                        cursor[py - tile_y0, px - tile_x0] = c + 1
-                    elif w > min_weight:
-                        crow[py * width + px + 1] += 1
-            if open_pixels == 0:
-                break
+                    cursor[(py - tile_y0) * TILE + px - tile_x0] = crow[py * width + px] if fill else py * width + px
+            open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
+            for k in range(starts[t], starts[t + 1]):
+                g = ids[k]
+                step = params[g, 7]
+                xa, xb = max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)
+                for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
+                    lo, hi, a, f = row_span(params, g, py, xa, xb)
+                    row = (py - tile_y0) * TILE - tile_x0
+                    for px in range(lo, hi):
+                        w = blend(trans, row + px, a)
+                        a, f = a * f, f * step
+                        if w < 0.0:
+                            open_pixels -= 1
+                        elif w > min_weight and fill:
+                            c = cursor[row + px]
+                            cols[c], vals[c] = g, w
+                            cursor[row + px] = c + 1
+                        elif w > min_weight:
+                            crow[cursor[row + px] + 1] += 1
+                if open_pixels == 0:
+                    break
 
 
 @numba.njit(cache=True)
@@ -138,3 +164,75 @@ def csr_matmul(crow, cols, vals, x, out):  # out [R, D] = CSR [R, C] @ x [C, D],
             v, xr = vals[k], x[cols[k]]
             for j in range(x.shape[1]):
                 row[j] += v * xr[j]
+
+
+@numba.njit(parallel=True, cache=True)
+def project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d, means2d, depths, conics,
+            radii):
+    """`torch_backend.project_gaussians` for one camera (viewmat [4, 4], K [3, 3]), per Gaussian in float64; writes
+    means2d [N, 2], depths [N], conics [N, 3] and radii [N, 2] (0 = culled)."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    x_hi, x_lo = (width - cx) / fx + 0.15 * width / fx, -(cx / fx + 0.15 * width / fx)  # 1.3x the field of view
+    y_hi, y_lo = (height - cy) / fy + 0.15 * height / fy, -(cy / fy + 0.15 * height / fy)
+    for i in numba.prange(means.shape[0]):
+        px, py, pz = means[i, 0], means[i, 1], means[i, 2]
+        x = viewmat[0, 0] * px + viewmat[0, 1] * py + viewmat[0, 2] * pz + viewmat[0, 3]
+        y = viewmat[1, 0] * px + viewmat[1, 1] * py + viewmat[1, 2] * pz + viewmat[1, 3]
+        z = viewmat[2, 0] * px + viewmat[2, 1] * py + viewmat[2, 2] * pz + viewmat[2, 3]
+        zs = z if abs(z) >= 1e-6 else 1e-6
+        tx, ty = zs * min(x_hi, max(x_lo, x / zs)), zs * min(y_hi, max(y_lo, y / zs))
+        # rows of J·W: (fx/z)·W₀ - (fx·tx/z²)·W₂ and (fy/z)·W₁ - (fy·ty/z²)·W₂
+        ja, jb, jc, jd = fx / zs, fx * tx / (zs * zs), fy / zs, fy * ty / (zs * zs)
+        u0, u1, u2 = ja * viewmat[0, 0] - jb * viewmat[2, 0], ja * viewmat[0, 1] - jb * viewmat[2, 1], \
+            ja * viewmat[0, 2] - jb * viewmat[2, 2]
+        v0, v1, v2 = jc * viewmat[1, 0] - jd * viewmat[2, 0], jc * viewmat[1, 1] - jd * viewmat[2, 1], \
+            jc * viewmat[1, 2] - jd * viewmat[2, 2]
+        qn = np.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2)
+        w, qx, qy, qz = quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn
+        # columns of the rotation R, each scaled: T = J W R S, column by column
+        r0 = (1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy + w * qz), 2 * (qx * qz - w * qy))
+        r1 = (2 * (qx * qy - w * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz + w * qx))
+        r2 = (2 * (qx * qz + w * qy), 2 * (qy * qz - w * qx), 1 - 2 * (qx * qx + qy * qy))
+        a, b, c = eps2d, 0.0, eps2d  # Σ2d = T Tᵀ + eps2d·I
+        for j in range(3):
+            col = r0 if j == 0 else (r1 if j == 1 else r2)
+            t0 = (u0 * col[0] + u1 * col[1] + u2 * col[2]) * scales[i, j]
+            t1 = (v0 * col[0] + v1 * col[1] + v2 * col[2]) * scales[i, j]
+            a, b, c = a + t0 * t0, b + t0 * t1, c + t1 * t1
+        det = a * c - b * b
+        inv = 1.0 / det if det > 0 else 1.0
+        conics[i, 0], conics[i, 1], conics[i, 2] = c * inv, -b * inv, a * inv
+        mx, my = fx * x / zs + cx, fy * y / zs + cy
+        means2d[i, 0], means2d[i, 1], depths[i] = mx, my, z
+        op = opacities[i]
+        extend = min(np.sqrt(2.0 * np.log(max(op, ALPHA_MIN) / ALPHA_MIN)), 3.33)
+        rx, ry = np.ceil(extend * np.sqrt(max(a, 0.0))), np.ceil(extend * np.sqrt(max(c, 0.0)))
+        keep = near <= z <= far and det > 0 and op >= ALPHA_MIN and (rx > 0 or ry > 0) and mx + rx > 0 \
+            and mx - rx < width and my + ry > 0 and my - ry < height
+        radii[i, 0], radii[i, 1] = (rx, ry) if keep else (0, 0)
+
+
+@numba.njit(parallel=True, cache=True)
+def sh_colors(sh, dirs, out):  # `sh.eval_sh`: sh [N, K, 3] (K = 1, 4, 9, 16), dirs [N, 3] -> out [N, 3]
+    n_coeffs = sh.shape[1]
+    for i in numba.prange(sh.shape[0]):
+        norm = max(np.sqrt(dirs[i, 0] ** 2 + dirs[i, 1] ** 2 + dirs[i, 2] ** 2), 1e-12)
+        x, y, z = dirs[i, 0] / norm, dirs[i, 1] / norm, dirs[i, 2] / norm
+        xx, yy, zz = x * x, y * y, z * z
+        basis = np.empty(16)
+        basis[0] = C0
+        if n_coeffs > 1:
+            basis[1], basis[2], basis[3] = -C1 * y, C1 * z, -C1 * x
+        if n_coeffs > 4:
+            basis[4], basis[5], basis[6] = C2[0] * x * y, C2[1] * y * z, C2[2] * (2 * zz - xx - yy)
+            basis[7], basis[8] = C2[3] * x * z, C2[4] * (xx - yy)
+        if n_coeffs > 9:
+            basis[9], basis[10] = C3[0] * y * (3 * xx - yy), C3[1] * x * y * z
+            basis[11], basis[12] = C3[2] * y * (4 * zz - xx - yy), C3[3] * z * (2 * zz - 3 * xx - 3 * yy)
+            basis[13], basis[14] = C3[4] * x * (4 * zz - xx - yy), C3[5] * z * (xx - yy)
+            basis[15] = C3[6] * x * (xx - 3 * yy)
+        for ch in range(3):
+            v = 0.0
+            for k in range(n_coeffs):
+                v += basis[k] * sh[i, k, ch]
+            out[i, ch] = v

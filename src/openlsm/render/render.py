@@ -23,9 +23,8 @@ from torch import Tensor
 
 from ..cameras import Cameras
 from ..gaussians import SH_C0, Gaussians
-from . import numba_backend
+from . import numba_backend, torch_backend
 from .sh import eval_sh
-from .torch_backend import project_gaussians, rasterize
 
 log = logging.getLogger(__name__)
 Backend = Literal["auto", "torch", "gsplat"]
@@ -113,14 +112,14 @@ def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, hei
         rgb, depth, alpha, out_feats = _render_gsplat_inference(gaussians, feats, c2w, viewmats, Ks, sh_degree, width,
                                                                 height, near, far, eps2d)
     else:
-        colors = view_colors(gaussians, c2w, sh_degree)  # [C, N, 3]
+        compiled = which == "torch" and not needs_grad and numba_backend.available(gaussians.means.device)
+        colors = view_colors(gaussians, c2w, sh_degree, numba_backend.eval_sh if compiled else eval_sh)  # [C, N, 3]
         if which == "gsplat":
             rgb, depth, alpha, out_feats = _render_gsplat(gaussians, colors, feats, viewmats, Ks, width, height, near,
                                                           far, eps2d)
         else:
-            compiled = not needs_grad and numba_backend.available(gaussians.means.device)
             rgb, depth, alpha, out_feats = _render_torch(gaussians, colors, feats, viewmats, Ks, width, height, near,
-                                                         far, eps2d, numba_backend.rasterize if compiled else rasterize)
+                                                         far, eps2d, numba_backend if compiled else torch_backend)
     if background is not None:
         rgb = rgb + (1 - alpha[..., None]) * background.to(rgb)
     out = RenderOutput(rgb, depth, alpha, out_feats)
@@ -129,12 +128,13 @@ def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, hei
     return out
 
 
-def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d, composite=rasterize):
-    """Projection in PyTorch; compositing by `composite` (torch_backend.rasterize or, without gradients on the CPU,
-    numba_backend.rasterize: the same maths, compiled)."""
+def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d, kernels=torch_backend):
+    """Projection and compositing by `kernels`: torch_backend or, without gradients on the CPU, numba_backend (the
+    same maths, compiled)."""
     opac = g.opacities
-    means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, opac, viewmats, Ks, width, height,
-                                                       near, far, eps2d)
+    means2d, depths, conics, radii = kernels.project_gaussians(g.means, g.quats, g.scales, opac, viewmats, Ks, width,
+                                                               height, near, far, eps2d)
+    composite = kernels.rasterize
     rgbs, dps, alphas, fts = [], [], [], []
     for c in range(viewmats.shape[0]):
         parts = [colors[c]] + ([feats] if feats is not None else []) + [depths[c][:, None]]

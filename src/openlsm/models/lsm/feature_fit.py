@@ -24,8 +24,8 @@ from torch import Tensor
 from openlsm.cameras.cameras import Cameras
 from openlsm.errors import OpenLSMError
 from openlsm.gaussians.gaussians import Gaussians
-from openlsm.render import numba_backend
-from openlsm.render.torch_backend import blend_weights, project_gaussians, sparse_csr
+from openlsm.render import numba_backend, torch_backend
+from openlsm.render.torch_backend import sparse_csr
 
 
 def view_weights(gaussians: Gaussians, cameras: Cameras, min_weight: float = 0.0) -> list[Tensor]:
@@ -33,10 +33,10 @@ def view_weights(gaussians: Gaussians, cameras: Cameras, min_weight: float = 0.0
     on the CPU when it is installed)."""
     g, cams = gaussians, cameras.flatten()
     W, H = cams.width, cams.height
-    means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, g.opacities,
-                                                       cams.viewmats.to(g.means), cams.Ks.to(g.means), W, H)
-    build = numba_backend.blend_weights if numba_backend.available(g.means.device) else blend_weights
-    return [build(means2d[c], conics[c], g.opacities, depths[c], radii[c], W, H, min_weight)
+    kernels = numba_backend if numba_backend.available(g.means.device) else torch_backend
+    means2d, depths, conics, radii = kernels.project_gaussians(g.means, g.quats, g.scales, g.opacities,
+                                                               cams.viewmats.to(g.means), cams.Ks.to(g.means), W, H)
+    return [kernels.blend_weights(means2d[c], conics[c], g.opacities, depths[c], radii[c], W, H, min_weight)
             for c in range(len(cams.Ks))]
 
 

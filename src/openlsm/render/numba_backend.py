@@ -120,11 +120,10 @@ def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor
     depths [N], radii [N, 2], values [N, D] -> accumulated values [H, W, D] and alpha [H, W]."""
     ids, tiles, tiles_x = _prepare(means2d, conics, opacities, depths, radii, width, height)
     dtype = values.dtype if values.dtype in (torch.float32, torch.float64) else torch.float32
-    with torch.no_grad():
-        vals = values[ids].to(dtype).contiguous().numpy()
-    out = np.zeros((width * height, vals.shape[1]), vals.dtype)
-    alpha = np.zeros(width * height, vals.dtype)
-    _compile().composite(*tiles, vals, width, height, tiles_x, out, alpha)
+    vals = values.detach().to(dtype).contiguous().numpy()  # read at the Gaussians' rows: no gathered copy
+    out = np.empty((width * height, vals.shape[1]), vals.dtype)  # the kernel writes every pixel
+    alpha = np.empty(width * height, vals.dtype)
+    _compile().composite(*tiles, vals, ids.numpy(), width, height, tiles_x, out, alpha)
     return (torch.from_numpy(out).to(values.dtype).reshape(height, width, -1),
             torch.from_numpy(alpha).to(values.dtype).reshape(height, width))
 

@@ -70,7 +70,9 @@ def blend(trans, p, alpha):
 # thread with ~60 % of the work on a trained model's scene.
 # params [M, 8] per Gaussian in depth order: centre, conic (a, b, c), opacity, ln(255·opacity), exp(-a).
 @numba.njit(parallel=True, cache=True)
-def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, width, height, tiles_x, out, alpha):
+def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, sources, width, height, tiles_x, out,
+              alpha):
+    # values [N, D] of all Gaussians; sources [M]: the values row of each Gaussian in depth order
     n_values = values.shape[1]
     for thread in numba.prange(n_threads):
         for t in order[thread::n_threads]:
@@ -80,7 +82,7 @@ def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, wid
             open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
             for k in range(starts[t], starts[t + 1]):
                 g = ids[k]
-                value, step = values[g], params[g, 7]
+                value, step = values[sources[g]], params[g, 7]
                 xa, xb = max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)
                 for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
                     lo, hi, a, f = row_span(params, g, py, xa, xb)

@@ -67,7 +67,8 @@ def blend(trans, p, alpha):
 # would bring its transmittance to 1e-4 or below (as gsplat), and a tile stops when all its pixels have. Tile
 # pixels are numbered row-major, p = (py - tile_y0) * TILE + px - tile_x0. The n_threads threads take the tiles in
 # turns, in the `order` of their list lengths (longest first): a static split of the image into bands left one
-# thread with ~60 % of the work on a trained model's scene.
+# thread with ~60 % of the work on a trained model's scene. Plain element indexing, no row views or slice
+# assignments: those doubled the first-use compile time.
 # params [M, 8] per Gaussian in depth order: centre, conic (a, b, c), opacity, ln(255·opacity), exp(-a).
 @numba.njit(parallel=True, cache=True)
 def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, sources, width, height, tiles_x, out,
@@ -82,7 +83,7 @@ def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, sou
             open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
             for k in range(starts[t], starts[t + 1]):
                 g = ids[k]
-                value, step = values[sources[g]], params[g, 7]
+                source, step = sources[g], params[g, 7]
                 xa, xb = max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)
                 for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
                     lo, hi, a, f = row_span(params, g, py, xa, xb)
@@ -93,17 +94,16 @@ def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, sou
                         if w < 0.0:
                             open_pixels -= 1
                         elif w > 0.0:
-                            pixel = acc[row + px]
                             for d in range(n_values):
-                                pixel[d] += w * value[d]
-                            pixel[n_values] += w
+                                acc[row + px, d] += w * values[source, d]
+                            acc[row + px, n_values] += w
                 if open_pixels == 0:
                     break
             for py in range(tile_y0, min(height, tile_y0 + TILE)):
                 for px in range(tile_x0, min(width, tile_x0 + TILE)):
-                    pixel = acc[(py - tile_y0) * TILE + px - tile_x0]
-                    out[py * width + px] = pixel[:n_values]
-                    alpha[py * width + px] = pixel[n_values]
+                    for d in range(n_values):
+                        out[py * width + px, d] = acc[(py - tile_y0) * TILE + px - tile_x0, d]
+                    alpha[py * width + px] = acc[(py - tile_y0) * TILE + px - tile_x0, n_values]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -168,7 +168,7 @@ def csr_matmul(crow, cols, vals, x, out):  # out [R, D] = CSR [R, C] @ x [C, D],
                 row[j] += v * xr[j]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def project(means, quats, scales, opacities, viewmat, K, width, height, near, far, eps2d, means2d, depths, conics,
             radii):
     """`torch_backend.project_gaussians` for one camera (viewmat [4, 4], K [3, 3]), per Gaussian in float64; writes
@@ -176,7 +176,7 @@ def project(means, quats, scales, opacities, viewmat, K, width, height, near, fa
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     x_hi, x_lo = (width - cx) / fx + 0.15 * width / fx, -(cx / fx + 0.15 * width / fx)  # 1.3x the field of view
     y_hi, y_lo = (height - cy) / fy + 0.15 * height / fy, -(cy / fy + 0.15 * height / fy)
-    for i in numba.prange(means.shape[0]):
+    for i in range(means.shape[0]):
         px, py, pz = means[i, 0], means[i, 1], means[i, 2]
         x = viewmat[0, 0] * px + viewmat[0, 1] * py + viewmat[0, 2] * pz + viewmat[0, 3]
         y = viewmat[1, 0] * px + viewmat[1, 1] * py + viewmat[1, 2] * pz + viewmat[1, 3]
@@ -191,16 +191,18 @@ def project(means, quats, scales, opacities, viewmat, K, width, height, near, fa
             jc * viewmat[1, 2] - jd * viewmat[2, 2]
         qn = np.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2)
         w, qx, qy, qz = quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn
-        # columns of the rotation R, each scaled: T = J W R S, column by column
-        r0 = (1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy + w * qz), 2 * (qx * qz - w * qy))
-        r1 = (2 * (qx * qy - w * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz + w * qx))
-        r2 = (2 * (qx * qz + w * qy), 2 * (qy * qz - w * qx), 1 - 2 * (qx * qx + qy * qy))
-        a, b, c = eps2d, 0.0, eps2d  # Σ2d = T Tᵀ + eps2d·I
-        for j in range(3):
-            col = r0 if j == 0 else (r1 if j == 1 else r2)
-            t0 = (u0 * col[0] + u1 * col[1] + u2 * col[2]) * scales[i, j]
-            t1 = (v0 * col[0] + v1 * col[1] + v2 * col[2]) * scales[i, j]
-            a, b, c = a + t0 * t0, b + t0 * t1, c + t1 * t1
+        # the rotation R, row by row; T = J W R S, column j = (J W)·R[:, j]·s_j
+        r00, r01, r02 = 1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - w * qz), 2 * (qx * qz + w * qy)
+        r10, r11, r12 = 2 * (qx * qy + w * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - w * qx)
+        r20, r21, r22 = 2 * (qx * qz - w * qy), 2 * (qy * qz + w * qx), 1 - 2 * (qx * qx + qy * qy)
+        s0, s1, s2 = scales[i, 0], scales[i, 1], scales[i, 2]
+        t00, t01, t02 = (u0 * r00 + u1 * r10 + u2 * r20) * s0, (u0 * r01 + u1 * r11 + u2 * r21) * s1, \
+            (u0 * r02 + u1 * r12 + u2 * r22) * s2
+        t10, t11, t12 = (v0 * r00 + v1 * r10 + v2 * r20) * s0, (v0 * r01 + v1 * r11 + v2 * r21) * s1, \
+            (v0 * r02 + v1 * r12 + v2 * r22) * s2
+        a = t00 * t00 + t01 * t01 + t02 * t02 + eps2d  # Σ2d = T Tᵀ + eps2d·I
+        b = t00 * t10 + t01 * t11 + t02 * t12
+        c = t10 * t10 + t11 * t11 + t12 * t12 + eps2d
         det = a * c - b * b
         inv = 1.0 / det if det > 0 else 1.0
         conics[i, 0], conics[i, 1], conics[i, 2] = c * inv, -b * inv, a * inv
@@ -214,25 +216,18 @@ def project(means, quats, scales, opacities, viewmat, K, width, height, near, fa
         radii[i, 0], radii[i, 1] = (rx, ry) if keep else (0, 0)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def sh_colors(sh, dirs, out):  # `sh.eval_sh`: sh [N, K, 3] (K = 1, 4, 9, 16), dirs [N, 3] -> out [N, 3]
     n_coeffs = sh.shape[1]
-    for i in numba.prange(sh.shape[0]):
+    for i in range(sh.shape[0]):
         norm = max(np.sqrt(dirs[i, 0] ** 2 + dirs[i, 1] ** 2 + dirs[i, 2] ** 2), 1e-12)
         x, y, z = dirs[i, 0] / norm, dirs[i, 1] / norm, dirs[i, 2] / norm
         xx, yy, zz = x * x, y * y, z * z
-        basis = np.empty(16)
-        basis[0] = C0
-        if n_coeffs > 1:
-            basis[1], basis[2], basis[3] = -C1 * y, C1 * z, -C1 * x
-        if n_coeffs > 4:
-            basis[4], basis[5], basis[6] = C2[0] * x * y, C2[1] * y * z, C2[2] * (2 * zz - xx - yy)
-            basis[7], basis[8] = C2[3] * x * z, C2[4] * (xx - yy)
-        if n_coeffs > 9:
-            basis[9], basis[10] = C3[0] * y * (3 * xx - yy), C3[1] * x * y * z
-            basis[11], basis[12] = C3[2] * y * (4 * zz - xx - yy), C3[3] * z * (2 * zz - 3 * xx - 3 * yy)
-            basis[13], basis[14] = C3[4] * x * (4 * zz - xx - yy), C3[5] * z * (xx - yy)
-            basis[15] = C3[6] * x * (xx - 3 * yy)
+        basis = (C0, -C1 * y, C1 * z, -C1 * x,  # a tuple, not an array: no allocation per Gaussian
+                 C2[0] * x * y, C2[1] * y * z, C2[2] * (2 * zz - xx - yy), C2[3] * x * z, C2[4] * (xx - yy),
+                 C3[0] * y * (3 * xx - yy), C3[1] * x * y * z, C3[2] * y * (4 * zz - xx - yy),
+                 C3[3] * z * (2 * zz - 3 * xx - 3 * yy), C3[4] * x * (4 * zz - xx - yy), C3[5] * z * (xx - yy),
+                 C3[6] * x * (xx - 3 * yy))
         for ch in range(3):
             v = 0.0
             for k in range(n_coeffs):

@@ -1,15 +1,18 @@
-"""Forward-only CPU compositing compiled by Numba (optional extra `[cpu]`), with the maths of
-`torch_backend.rasterize` (same boxes, alpha threshold and clamp, early stop at transmittance 1e-4).
+"""Forward-only CPU rendering compiled by Numba (optional extra `[cpu]`), with the maths of `torch_backend`: the
+projection, SH colours and compositing (same boxes, alpha threshold and clamp, early stop at transmittance 1e-4).
 
 gsplat's tile scheme on the CPU: the Gaussians, front to back, are binned into 16x16-pixel tiles by their
-opacity-aware boxes; tiles are composited in parallel, each walking its list in depth order over the box pixels of
-each Gaussian (`numba_kernels.py`). No sort of (pixel, Gaussian) pairs and no per-pair tensors: 2.5x faster than the
-pure-PyTorch compositing on thin Gaussians, 6x on a trained model's large, overlapping ones. No autograd: `render`
-uses it only where no gradient is needed; the blend weights and the CSR transpose serve the feature fit.
+opacity-aware boxes; tiles are composited in parallel, each walking its list in depth order over the pixels of
+each Gaussian's ellipse (`numba_kernels.py`). No sort of (pixel, Gaussian) pairs and no per-pair tensors: 2.5x
+faster than the pure-PyTorch compositing on thin Gaussians, 6x on a trained model's large, overlapping ones (session
+16; more since). No autograd: `render` uses it only where no gradient is needed; the blend weights and the CSR
+transpose serve the feature fit.
 
     if numba_backend.available():
-        out, alpha = numba_backend.rasterize(means2d, conics, opacities, depths, radii, values, W, H)
-        weights = numba_backend.blend_weights(means2d, conics, opacities, depths, radii, W, H)  # sparse [H*W, N]
+        means2d, depths, conics, radii = numba_backend.project_gaussians(means, quats, scales, opacities, viewmats,
+                                                                         Ks, W, H)
+        out, alpha = numba_backend.rasterize(means2d[0], conics[0], opacities, depths[0], radii[0], values, W, H)
+        weights = numba_backend.blend_weights(means2d[0], conics[0], opacities, depths[0], radii[0], W, H)  # [H*W, N]
         weights_t = numba_backend.transpose_csr(weights)  # [N, H*W]
 """
 
@@ -49,8 +52,10 @@ def _compile():
 
 def _prepare(means2d, conics, opacities, depths, radii, width, height):
     """Visible Gaussians front to back: their ids [M], boxes, params [M, 8] (centre, conic, opacity, ln(255·opacity),
-    exp(-conic a); float64, see `numba_kernels.row_span`), per-tile lists (CSR over the tiles, row-major) and the
-    order in which the threads (Numba's current count) take the tiles."""
+    exp(-conic a); float64, see `numba_kernels.row_span`), per-tile lists (CSR over the tiles, row-major), the order
+    in which the threads take the tiles and their count."""
+    import numba
+
     with torch.no_grad():
         ids = (radii > 0).all(-1).nonzero()[:, 0]
         ids = ids[torch.argsort(depths[ids], stable=True)]  # front to back
@@ -61,8 +66,7 @@ def _prepare(means2d, conics, opacities, depths, radii, width, height):
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
     starts, tile_ids = _compile().bin_tiles(x0, x1, y0, y1, tiles_x, tiles_x * tiles_y)
     order = np.argsort(-np.diff(starts), kind="stable")  # longest tile lists first (see `numba_kernels.composite`)
-    import numba  # the kernels take the count as an argument: calling numba.get_num_threads inside stops caching
-
+    # the thread count goes in as an argument: numba.get_num_threads() inside a kernel stops Numba caching it
     return ids, (order, numba.get_num_threads(), starts, tile_ids, params, x0, x1, y0, y1), tiles_x
 
 

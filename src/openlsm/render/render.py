@@ -6,7 +6,7 @@
 Batched scenes: gaussians [B, N] (see Gaussians.stack) with cameras [B, C] give [B, C, H, W, ...].
 `backend="auto"` uses gsplat on CUDA tensors when it is installed and falls back to the PyTorch backend
 (with one log line) otherwise; both follow the same conventions, so results agree to float rounding. On the CPU,
-renders that need no gradient composite with Numba when it is installed (`numba_backend`, same maths; set
+renders that need no gradient run on Numba when it is installed (`numba_backend`, same maths; set
 OPENLSM_NUMBA=0 for the pure-PyTorch path).
 """
 

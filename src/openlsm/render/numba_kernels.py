@@ -223,13 +223,18 @@ def sh_colors(sh, dirs, out):  # `sh.eval_sh`: sh [N, K, 3] (K = 1, 4, 9, 16), d
         norm = max(np.sqrt(dirs[i, 0] ** 2 + dirs[i, 1] ** 2 + dirs[i, 2] ** 2), 1e-12)
         x, y, z = dirs[i, 0] / norm, dirs[i, 1] / norm, dirs[i, 2] / norm
         xx, yy, zz = x * x, y * y, z * z
-        basis = (C0, -C1 * y, C1 * z, -C1 * x,  # a tuple, not an array: no allocation per Gaussian
-                 C2[0] * x * y, C2[1] * y * z, C2[2] * (2 * zz - xx - yy), C2[3] * x * z, C2[4] * (xx - yy),
-                 C3[0] * y * (3 * xx - yy), C3[1] * x * y * z, C3[2] * y * (4 * zz - xx - yy),
-                 C3[3] * z * (2 * zz - 3 * xx - 3 * yy), C3[4] * x * (4 * zz - xx - yy), C3[5] * z * (xx - yy),
-                 C3[6] * x * (xx - 3 * yy))
-        for ch in range(3):
-            v = 0.0
-            for k in range(n_coeffs):
-                v += basis[k] * sh[i, k, ch]
+        for ch in range(3):  # written out: a loop over a tuple of the basis values compiles to a slow switch
+            v = C0 * sh[i, 0, ch]
+            if n_coeffs > 1:
+                v += -C1 * y * sh[i, 1, ch] + C1 * z * sh[i, 2, ch] - C1 * x * sh[i, 3, ch]
+            if n_coeffs > 4:
+                v += C2[0] * x * y * sh[i, 4, ch] + C2[1] * y * z * sh[i, 5, ch] \
+                    + C2[2] * (2 * zz - xx - yy) * sh[i, 6, ch] + C2[3] * x * z * sh[i, 7, ch] \
+                    + C2[4] * (xx - yy) * sh[i, 8, ch]
+            if n_coeffs > 9:
+                v += C3[0] * y * (3 * xx - yy) * sh[i, 9, ch] + C3[1] * x * y * z * sh[i, 10, ch] \
+                    + C3[2] * y * (4 * zz - xx - yy) * sh[i, 11, ch] \
+                    + C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[i, 12, ch] \
+                    + C3[4] * x * (4 * zz - xx - yy) * sh[i, 13, ch] + C3[5] * z * (xx - yy) * sh[i, 14, ch] \
+                    + C3[6] * x * (xx - 3 * yy) * sh[i, 15, ch]
             out[i, ch] = v

@@ -134,11 +134,11 @@ def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2
     opac = g.opacities
     means2d, depths, conics, radii = kernels.project_gaussians(g.means, g.quats, g.scales, opac, viewmats, Ks, width,
                                                                height, near, far, eps2d)
-    composite = kernels.rasterize
     rgbs, dps, alphas, fts = [], [], [], []
     for c in range(viewmats.shape[0]):
         parts = [colors[c]] + ([feats] if feats is not None else []) + [depths[c][:, None]]
-        acc, alpha = composite(means2d[c], conics[c], opac, depths[c], radii[c], torch.cat(parts, -1), width, height)
+        acc, alpha = kernels.rasterize(means2d[c], conics[c], opac, depths[c], radii[c], torch.cat(parts, -1), width,
+                                       height)
         rgbs.append(acc[..., :3])
         fts.append(acc[..., 3:-1])
         dps.append(acc[..., -1] / alpha.clamp_min(1e-10))

@@ -159,10 +159,12 @@ class _Stages:
         self.timings[name] = time.perf_counter() - t
 
 
-def set_feature_fit(model, iters: int | None):
-    """Override the model's feature fit (`LSMConfig.feature_fit_iters`): None keeps its config, 0 turns it off."""
-    if iters is not None:
-        model.config = dataclasses.replace(model.config, feature_fit_iters=iters)  # validated by the config
+def set_view_fits(model, features: int | None = None, colors: int | None = None):
+    """Override the steps of the model's feature and colour fits (`LSMConfig.feature_fit_iters`,
+    `color_fit_iters`): None keeps its config, 0 turns a fit off."""
+    changes = {k: v for k, v in (("feature_fit_iters", features), ("color_fit_iters", colors)) if v is not None}
+    if changes:
+        model.config = dataclasses.replace(model.config, **changes)  # validated by the config
     return model
 
 
@@ -239,12 +241,12 @@ def reconstruct(model, images, labels: list[str] | None = None, *, resolution: i
         g = out.gaussians[0].detach()
         g = Gaussians(g.means.float(), g.quats.float(), g.log_scales.float(), g.opacity_logits.float(),
                       g.sh.float(), None if g.features is None else g.features.float())
-    if model.config.feature_fit_iters and g.features is not None:
-        if warning:  # the fallback cameras would fit the features to views nobody took
-            info["warnings"].append("feature fit skipped: no recovered cameras")
-        else:
-            with stage("feature_fit"):
-                g.features = model.fit_features(g, cams)
+    fits = [n for n, on in (("colour", model.config.color_fit_iters),
+                            ("feature", model.config.feature_fit_iters and g.features is not None)) if on]
+    if fits and warning:  # the fallback cameras would fit the Gaussians to views nobody took
+        info["warnings"].append(f"{' and '.join(fits)} fit skipped: no recovered cameras")
+    elif fits:
+        g = model.fit_to_views(g, cams, prepared.images, stage)
     with stage("semantic_decode"):
         conv = model.feature_expansion[1]  # 1x1 conv: features -> text space (the upsample before it is spatial)
         weight = conv.weight.detach().reshape(conv.out_channels, conv.in_channels).float().cpu()

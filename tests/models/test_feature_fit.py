@@ -7,7 +7,12 @@ import torch
 from openlsm.cameras import Cameras, look_at, make_K, unproject_depth
 from openlsm.errors import OpenLSMError
 from openlsm.gaussians import Gaussians, rgb_to_sh0
-from openlsm.models.lsm.feature_fit import fit_source_features, solve_features, transpose_csr
+from openlsm.models.lsm.feature_fit import (
+    fit_source_colors,
+    fit_source_features,
+    solve_features,
+    transpose_csr,
+)
 from openlsm.render import render
 from openlsm.render.torch_backend import sparse_csr
 
@@ -139,3 +144,39 @@ def test_fit_source_features_rejects_gaussians_that_are_not_pixel_aligned():
         fit_source_features(gs[:-1], cams)
     with pytest.raises(OpenLSMError, match="features"):
         fit_source_features(Gaussians(gs.means, gs.quats, gs.log_scales, gs.opacity_logits, gs.sh), cams)
+
+
+def test_fit_source_colors_recovers_colours_that_render_the_images():
+    """Images rendered from the scene with other DC colours (and view-dependent terms): starting from wrong colours,
+    the fit brings the renders back to the images, changes only the DC terms, and a strong ridge moves less."""
+    gs, cams = pixel_aligned_scene()
+    g = torch.Generator().manual_seed(3)
+    n = gs.means.shape[0]
+    higher = 0.05 * torch.randn(n, 3, 3, generator=g)  # degree-1 terms, kept by the fit
+    true_sh = torch.cat([rgb_to_sh0(0.2 + 0.6 * torch.rand(n, 1, 3, generator=g)), higher], 1)
+    truth = Gaussians(gs.means, gs.quats, gs.log_scales, gs.opacity_logits, true_sh)
+    images = render(truth, cams, backend="torch").rgb.permute(0, 3, 1, 2)  # [2, 3, H, W]
+    start = Gaussians(gs.means, gs.quats, gs.log_scales, gs.opacity_logits,
+                      torch.cat([rgb_to_sh0(torch.full((n, 1, 3), 0.5)), higher], 1))
+
+    def render_error(sh):
+        g = Gaussians(gs.means, gs.quats, gs.log_scales, gs.opacity_logits, sh)
+        return float((render(g, cams, backend="torch").rgb.permute(0, 3, 1, 2) - images).norm() / images.norm())
+
+    before_sh = start.sh.clone()
+    fitted = fit_source_colors(start, cams, images, ridge=1e-4, iters=60)
+    assert torch.equal(start.sh, before_sh)  # the input is untouched
+    assert torch.equal(fitted[:, 1:], higher)  # only the DC terms move
+    before, after = render_error(start.sh), render_error(fitted)
+    assert after < 0.05 * before, (before, after)
+    damped = fit_source_colors(start, cams, images, ridge=10.0, iters=60)
+    assert after < render_error(damped) < before
+    assert (damped - start.sh).norm() < (fitted - start.sh).norm()
+
+
+def test_fit_source_colors_rejects_images_of_another_size():
+    gs, cams = pixel_aligned_scene()
+    with pytest.raises(OpenLSMError, match="images"):
+        fit_source_colors(gs, cams, torch.rand(2, 3, cams.height + 1, cams.width))
+    with pytest.raises(OpenLSMError, match="not pixel-aligned"):
+        fit_source_colors(gs[:-1], cams, torch.rand(2, 3, cams.height, cams.width))

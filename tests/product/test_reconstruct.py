@@ -121,22 +121,29 @@ def test_text_space_is_affine_like_the_conv_with_upsampling_removed(tiny_model):
     assert torch.allclose(F.normalize(full, dim=0), F.normalize(w @ f + conv.bias, dim=0), atol=1e-5)
 
 
-def test_feature_fit_stage_runs_only_with_recovered_cameras(tiny_model, monkeypatch):
-    """The fit itself is tested in tests/models/test_feature_fit.py and, on a real room, with the shipped weights."""
+def test_view_fit_stages_run_only_with_recovered_cameras(tiny_model, monkeypatch):
+    """The fits themselves are tested in tests/models/test_feature_fit.py and, on a real room, with the shipped
+    weights."""
     import dataclasses
 
     import openlsm.reconstruct as rec
 
     images = [torch.rand(3, R, R, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
     plain = reconstruct(tiny_model, images, resolution=R)
-    assert "feature_fit" not in plain.timings  # off by default
-    monkeypatch.setattr(tiny_model, "config", dataclasses.replace(tiny_model.config, feature_fit_iters=3))
+    assert "feature_fit" not in plain.timings and "color_fit" not in plain.timings  # off by default
+    monkeypatch.setattr(tiny_model, "config", dataclasses.replace(tiny_model.config, feature_fit_iters=3,
+                                                                  color_fit_iters=2))
     skipped = reconstruct(tiny_model, images, resolution=R)  # random weights: camera recovery falls back
-    assert "feature fit skipped: no recovered cameras" in skipped.info["warnings"]
+    assert "colour and feature fit skipped: no recovered cameras" in skipped.info["warnings"]
     assert torch.equal(skipped.gaussians.features, plain.gaussians.features)
+    assert torch.equal(skipped.gaussians.sh, plain.gaussians.sh)
 
-    recover = rec.recover_scene_cameras  # take the fallback cameras as if recovered: the fit runs through them
+    recover = rec.recover_scene_cameras  # take the fallback cameras as if recovered: the fits run through them
     monkeypatch.setattr(rec, "recover_scene_cameras", lambda *a: recover(*a)[:2] + (None,))
     fitted = reconstruct(tiny_model, images, resolution=R)
-    assert list(fitted.timings) == ["preprocess", "forward", "camera_recovery", "feature_fit", "semantic_decode"]
+    assert list(fitted.timings) == ["preprocess", "forward", "camera_recovery", "color_fit", "feature_fit",
+                                    "semantic_decode"]
+    assert torch.equal(fitted.gaussians.sh[:, 1:], plain.gaussians.sh[:, 1:])
+    assert torch.equal(fitted.gaussians.means, plain.gaussians.means)
+    assert fitted.info["model"]["config"]["color_fit_iters"] == 2
     assert fitted.info["model"]["config"]["feature_fit_iters"] == 3  # recorded with the scene

@@ -48,6 +48,9 @@ class Demo:
     """Conjugate-gradient steps of the feature fit (the Gaussians' features refitted so the input views render
     back their own pixels' features; ~7 s on a 2-core CPU at 8 steps with the [cpu] extra, ~13 s without, 0.3 s
     on an H100). 0: off. Default: the weights' config."""
+    color_fit: int | None = None
+    """Conjugate-gradient steps of the colour fit (the Gaussians' colours refitted so the input views render back
+    the input images: sharper renders near the inputs). 0: off. Default: the weights' config."""
     quiet: bool = False
     list_examples: bool = False
     """Print the bundled examples and exit."""

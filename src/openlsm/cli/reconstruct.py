@@ -19,7 +19,7 @@ from ..errors import OpenLSMError
 
 CPU_VIDEO_SIZE = 128  # px; measured ~2 CPU-s per 160 px frame of 131k Gaussians with the torch rasteriser
 STAGE_NAMES = {"preprocess": "preprocessing images", "forward": "running the model",
-               "camera_recovery": "recovering cameras",
+               "camera_recovery": "recovering cameras", "color_fit": "fitting colours to the views",
                "feature_fit": "fitting features to the views", "semantic_decode": "decoding semantics",
                "save": "writing files and the video"}
 
@@ -130,6 +130,9 @@ class Reconstruct:
     """Conjugate-gradient steps of the feature fit (the Gaussians' features refitted so the input views render
     back their own pixels' features; ~7 s on a 2-core CPU at 8 steps with the [cpu] extra, ~13 s without, 0.3 s
     on an H100). 0: off. Default: the weights' config."""
+    color_fit: int | None = None
+    """Conjugate-gradient steps of the colour fit (the Gaussians' colours refitted so the input views render back
+    the input images: sharper renders near the inputs). 0: off. Default: the weights' config."""
     quiet: bool = False
     """Print only the output folder (and errors)."""
 
@@ -147,15 +150,16 @@ def run_reconstruct(cmd, images, checkpoint, default_labels: bool, fallback: boo
     from ..io.images import load_images, parse_size
     from ..io.outputs import output_folder
     from ..models.semantics.vocab import CLASSES
-    from ..reconstruct import fallback_config, load_lsm, reconstruct, set_feature_fit
+    from ..reconstruct import fallback_config, load_lsm, reconstruct, set_view_fits
     from ..runtime import pick_device
 
     if len(images) != 2:
         raise OpenLSMError(f"reconstruct takes exactly two images, got {len(images)}")
     if cmd.frames < 2 and cmd.video != "none":
         raise OpenLSMError(f"--frames must be at least 2 for a video, got {cmd.frames}")
-    if cmd.feature_fit is not None and cmd.feature_fit < 0:
-        raise OpenLSMError(f"--feature-fit must be >= 0 (0: off), got {cmd.feature_fit}")
+    for flag, steps in (("--feature-fit", cmd.feature_fit), ("--color-fit", cmd.color_fit)):
+        if steps is not None and steps < 0:
+            raise OpenLSMError(f"{flag} must be >= 0 (0: off), got {steps}")
     labels = parse_labels(cmd.labels)
     strict = labels is not None
     if labels is None and default_labels:
@@ -178,7 +182,7 @@ def run_reconstruct(cmd, images, checkpoint, default_labels: bool, fallback: boo
         else:
             rep.stage("loading the model")
             model = load_lsm(checkpoint, device)
-        set_feature_fit(model, cmd.feature_fit)
+        set_view_fits(model, cmd.feature_fit, cmd.color_fit)
         t_model = time.perf_counter() - t0
 
         def run_into(tmp: Path):

@@ -1,4 +1,5 @@
-"""Fit pixel-aligned Gaussians' features to their own views through the renderer (inference, no gradients).
+"""Fit pixel-aligned Gaussians' features and colours to their own views through the renderer (inference, no
+gradients).
 
 The LSM gives every input pixel a Gaussian carrying that pixel's feature, but a rendered pixel is a blend of many
 Gaussians (the trained head makes them wide and faint: ~300 per pixel), so rendering the input views back gives a
@@ -14,6 +15,13 @@ damps the solve: the cameras it fits through are the recovered ones, and feature
 not carry to other cameras.
 
     features = fit_source_features(gaussians, cameras, ridge=1.0, iters=8)  # gaussians [V*H*W], cameras [V]
+
+Colours the same way (`fit_source_colors`), with the input images as the targets: the DC term of each Gaussian's
+SH moves by the C minimising Σ_v |W_v (colors_v + C) - I_v|² + ridge |C|², colors_v the Gaussians' colours seen
+from camera v (their view-dependent terms are kept). Rendering the inputs back then gives sharper copies of them,
+and novel views nearby gain too (docs/benchmarks.md, session 19).
+
+    sh = fit_source_colors(gaussians, cameras, images, ridge=1.0, iters=8)   # images [V, 3, H, W] in [0, 1]
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from openlsm.cameras.cameras import Cameras
 from openlsm.errors import OpenLSMError
 from openlsm.gaussians.gaussians import Gaussians
 from openlsm.render import numba_backend, torch_backend
+from openlsm.render.render import view_colors
+from openlsm.render.sh import C0
 from openlsm.render.torch_backend import sparse_csr
 
 
@@ -79,16 +89,44 @@ def solve_features(weights: list[Tensor], targets: Tensor, init: Tensor, ridge: 
     return X.to(dt)
 
 
+def check_pixel_aligned(gaussians: Gaussians, cameras: Cameras) -> tuple[int, int, int]:
+    """(V, H, W) of the cameras, or OpenLSMError unless there is one Gaussian per pixel of each view."""
+    V, H, W = len(cameras.flatten().Ks), cameras.height, cameras.width
+    if gaussians.means.shape[0] != V * H * W:
+        raise OpenLSMError(f"{gaussians.means.shape[0]} Gaussians are not pixel-aligned with {V} views of {W}x{H}")
+    return V, H, W
+
+
 def fit_source_features(gaussians: Gaussians, cameras: Cameras, ridge: float = 1.0, iters: int = 8,
-                        min_weight: float = 0.0) -> Tensor:
+                        min_weight: float = 0.0, weights: list[Tensor] | None = None) -> Tensor:
     """New features [N, D] for pixel-aligned Gaussians [N = V*H*W] (view-major, row-major, as the LSM predicts
-    them) so that rendering through the V cameras [V] (H x W) gives each view back its own Gaussians' features."""
+    them) so that rendering through the V cameras [V] (H x W) gives each view back its own Gaussians' features.
+    `weights`: the views' `view_weights`, if already built (then `min_weight` is theirs)."""
     feats = gaussians.features
     if feats is None:
         raise OpenLSMError("the feature fit needs Gaussians with features")
-    V, H, W = len(cameras.flatten().Ks), cameras.height, cameras.width
-    if feats.shape[0] != V * H * W:
-        raise OpenLSMError(f"{feats.shape[0]} Gaussians are not pixel-aligned with {V} views of {W}x{H}")
+    V, H, W = check_pixel_aligned(gaussians, cameras)
     with torch.no_grad():
-        weights = view_weights(gaussians, cameras, min_weight)
+        weights = weights if weights is not None else view_weights(gaussians, cameras, min_weight)
         return solve_features(weights, feats.reshape(V, H * W, -1), feats, ridge, iters)
+
+
+def fit_source_colors(gaussians: Gaussians, cameras: Cameras, images: Tensor, ridge: float = 1.0, iters: int = 8,
+                      min_weight: float = 0.0, weights: list[Tensor] | None = None) -> Tensor:
+    """New SH [N, K, 3] for pixel-aligned Gaussians [N = V*H*W] whose DC terms are refitted so that rendering
+    through the V cameras gives back images [V, 3, H, W] in [0, 1] (see the module docstring); the other SH
+    coefficients are kept. `weights` as in `fit_source_features`."""
+    V, H, W = check_pixel_aligned(gaussians, cameras)
+    if images.shape != (V, 3, H, W):
+        raise OpenLSMError(f"the colour fit needs images [{V}, 3, {H}, {W}], got {tuple(images.shape)}")
+    g = gaussians
+    with torch.no_grad():
+        weights = weights if weights is not None else view_weights(g, cameras, min_weight)
+        colors = view_colors(g, cameras.flatten().c2w.to(g.means), None)  # [V, N, 3]
+        mm = numba_backend.sparse_mm if numba_backend.available(g.means.device) else torch.matmul
+        rendered = torch.stack([mm(w.float(), c.float().contiguous()) for w, c in zip(weights, colors)])  # [V, HW, 3]
+        residuals = images.to(rendered).permute(0, 2, 3, 1).reshape(V, H * W, 3) - rendered
+        shifts = solve_features(weights, residuals, rendered.new_zeros(g.means.shape[0], 3), ridge, iters)  # [N, 3]
+        sh = g.sh.clone()
+        sh[:, 0] += (shifts / C0).to(sh.dtype)  # a colour shift c is an SH DC shift c / C0
+        return sh

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -44,7 +45,7 @@ from openlsm.models.checkpoint_io import (
     save_model,
 )
 from openlsm.models.lsm.config_dict import config_from_dict, config_to_dict
-from openlsm.models.lsm.feature_fit import fit_source_features
+from openlsm.models.lsm.feature_fit import fit_source_colors, fit_source_features, view_weights
 from openlsm.models.lsm.gaussian_head import GaussianHead, GaussianHeadConfig
 from openlsm.models.lsm.geometry import GeometryConfig, GeometryNet, GeometryOutput, check_images
 from openlsm.models.lsm.ptv3 import PointTransformer, PTv3Config, normalize_points
@@ -73,14 +74,20 @@ class LSMConfig:
     # +0.03 source mIoU, also with held-out synonyms (docs/benchmarks.md, session 13).
     lift_vocabulary: tuple[str, ...] = ()
     lift_ridge: float = 0.05
-    # Inference, after camera recovery (`fit_features`): refit the Gaussians' features so that rendering the input
+    # Inference, after camera recovery (`fit_to_views`): refit the Gaussians' features so that rendering the input
     # views through the recovered cameras gives each pixel back its own Gaussian's feature; a rendered pixel blends
     # hundreds of wide, faint Gaussians, which blurs the per-pixel features. feature_fit_iters conjugate-gradient
     # steps (0: off), feature_fit_ridge pulls towards the prediction, blend weights under feature_fit_min_weight
-    # are dropped. On the shipped small model: +0.02 source and target mIoU (docs/benchmarks.md, session 15).
+    # are dropped (in the colour fit too). On the shipped small model: +0.02 source and target mIoU
+    # (docs/benchmarks.md, session 15).
     feature_fit_iters: int = 0
     feature_fit_ridge: float = 1.0
     feature_fit_min_weight: float = 1e-3
+    # Inference, after camera recovery (`fit_to_views` too): the same for the colours, with the input images as targets
+    # (each Gaussian's SH DC term moves; color_fit_iters steps, 0: off; color_fit_ridge pulls towards the
+    # prediction). On the shipped small model: +0.5 dB target PSNR (docs/benchmarks.md, session 19).
+    color_fit_iters: int = 0
+    color_fit_ridge: float = 1.0
 
     @property
     def semantic_dim(self) -> int:
@@ -139,6 +146,9 @@ class LSMConfig:
             raise OpenLSMError("feature fit needs feature_fit_iters >= 0, feature_fit_ridge > 0 and "
                                f"0 <= feature_fit_min_weight < 1, got {self.feature_fit_iters}, "
                                f"{self.feature_fit_ridge}, {self.feature_fit_min_weight}")
+        if self.color_fit_iters < 0 or not self.color_fit_ridge > 0:
+            raise OpenLSMError("colour fit needs color_fit_iters >= 0 and color_fit_ridge > 0, got "
+                               f"{self.color_fit_iters}, {self.color_fit_ridge}")
         if self.head.in_dim != pt.out_channels:
             raise OpenLSMError(f"head in_dim {self.head.in_dim} != point transformer output {pt.out_channels}")
 
@@ -283,15 +293,25 @@ class LSM(nn.Module):
         self.register_buffer("lift_texts", nn.functional.normalize(texts.detach().float(), dim=-1).to(device))
         return self
 
-    def fit_features(self, gaussians: Gaussians, cameras: Cameras) -> Tensor:
-        """One scene's pixel-aligned Gaussians [2HW] and its two (recovered) cameras -> features [2HW, feature_dim]
-        refitted through the renderer (see the feature_fit_* config and `feature_fit.py`); unchanged when
-        feature_fit_iters is 0."""
-        cfg = self.config
-        if not cfg.feature_fit_iters:
-            return gaussians.features
-        return fit_source_features(gaussians, cameras, cfg.feature_fit_ridge, cfg.feature_fit_iters,
-                                   cfg.feature_fit_min_weight)
+    def fit_to_views(self, gaussians: Gaussians, cameras: Cameras, images: Tensor,
+                     timed: Callable[[str], contextlib.AbstractContextManager] | None = None) -> Gaussians:
+        """One scene's pixel-aligned Gaussians [2HW], its two (recovered) cameras and input images [2, 3, H, W] in
+        [0, 1] -> the Gaussians with colours and features refitted through the renderer as the color_fit_* and
+        feature_fit_* config asks (see `feature_fit.py`; both fits share the views' blend weights). `timed(name)`,
+        if given, wraps each fit (stage timings)."""
+        cfg, g = self.config, gaussians
+        timed = timed or (lambda name: contextlib.nullcontext())
+        weights = None
+        if cfg.color_fit_iters:
+            with timed("color_fit"):
+                weights = view_weights(g, cameras, cfg.feature_fit_min_weight)
+                g = replace(g, sh=fit_source_colors(g, cameras, images, cfg.color_fit_ridge, cfg.color_fit_iters,
+                                                    weights=weights))
+        if cfg.feature_fit_iters and g.features is not None:
+            with timed("feature_fit"):
+                g = replace(g, features=fit_source_features(g, cameras, cfg.feature_fit_ridge, cfg.feature_fit_iters,
+                                                            cfg.feature_fit_min_weight, weights))
+        return g
 
     def reconstruct(self, images, **kwargs):
         """Images (paths, arrays or tensors) -> `openlsm.scene.Scene`; see `openlsm.reconstruct.reconstruct`."""

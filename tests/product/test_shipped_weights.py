@@ -70,18 +70,25 @@ def test_semantic_labels_beat_the_majority_class(results):
     assert right / total > majority / total + 0.1, (right / total, majority / total)
 
 
+def reconstruct_with_fits(model, images, **steps):
+    """`reconstruct` with the view fits switched on (`set_view_fits` keywords), then off again. The shipped config
+    has them off, so the fixture's scenes are unfitted."""
+    from openlsm.reconstruct import set_view_fits
+
+    assert model.config.feature_fit_iters == 0 and model.config.color_fit_iters == 0
+    try:
+        return reconstruct(set_view_fits(model, **steps), images)
+    finally:
+        set_view_fits(model, **{k: 0 for k in steps})
+
+
 def test_feature_fit_brings_the_rendered_inputs_closer_to_their_pixels(model, results):
     """On a real room (weights trained, cameras recovered): the fit lowers the gap between the rendered input views
     and their own Gaussians' (lifted) features, and leaves the geometry alone."""
-    from openlsm.reconstruct import set_view_fits
     from openlsm.render import render
 
     sample, plain, _ = results[0]
-    assert model.config.feature_fit_iters == 0  # the shipped config: the fixture's scenes are unfitted
-    try:
-        fitted = reconstruct(set_view_fits(model, features=8), sample["images"])
-    finally:
-        set_view_fits(model, features=0)
+    fitted = reconstruct_with_fits(model, sample["images"], features=8)
     assert "feature_fit" in fitted.timings and not fitted.info["warnings"]
     H, W = plain.size
     target = plain.gaussians.features.reshape(2, H, W, -1)
@@ -97,15 +104,10 @@ def test_feature_fit_brings_the_rendered_inputs_closer_to_their_pixels(model, re
 def test_color_fit_brings_the_rendered_inputs_closer_to_the_images(model, results):
     """On a real room (weights trained, cameras recovered): the colour fit lowers the error of the rendered input
     views against the input images, moving only the SH DC terms."""
-    from openlsm.reconstruct import set_view_fits
     from openlsm.render import render
 
     sample, plain, _ = results[0]
-    assert model.config.color_fit_iters == 0  # the shipped config: the fixture's scenes are unfitted
-    try:
-        fitted = reconstruct(set_view_fits(model, colors=8), sample["images"])
-    finally:
-        set_view_fits(model, colors=0)
+    fitted = reconstruct_with_fits(model, sample["images"], colors=8)
     assert "color_fit" in fitted.timings and not fitted.info["warnings"]
 
     def error(scene):

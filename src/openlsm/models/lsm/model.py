@@ -85,7 +85,7 @@ class LSMConfig:
     feature_fit_min_weight: float = 1e-3
     # Inference, after camera recovery (`fit_to_views` too): the same for the colours, with the input images as targets
     # (each Gaussian's SH DC term moves; color_fit_iters steps, 0: off; color_fit_ridge pulls towards the
-    # prediction). On the shipped small model: +0.5 dB target PSNR (docs/benchmarks.md, session 19).
+    # prediction). On the shipped small model: +0.25-0.5 dB target PSNR (docs/benchmarks.md, session 19).
     color_fit_iters: int = 0
     color_fit_ridge: float = 1.0
 

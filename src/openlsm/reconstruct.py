@@ -159,10 +159,11 @@ class _Stages:
         self.timings[name] = time.perf_counter() - t
 
 
-def set_view_fits(model, features: int | None = None, colors: int | None = None):
-    """Override the steps of the model's feature and colour fits (`LSMConfig.feature_fit_iters`,
-    `color_fit_iters`): None keeps its config, 0 turns a fit off."""
-    changes = {k: v for k, v in (("feature_fit_iters", features), ("color_fit_iters", colors)) if v is not None}
+def set_view_fits(model, features: int | None = None, colors: int | None = None, refine: int | None = None):
+    """Override the steps of the model's feature fit, colour fit and refinement (`LSMConfig.feature_fit_iters`,
+    `color_fit_iters`, `refine_steps`): None keeps its config, 0 turns one off."""
+    changes = {k: v for k, v in (("feature_fit_iters", features), ("color_fit_iters", colors),
+                                 ("refine_steps", refine)) if v is not None}
     if changes:
         model.config = dataclasses.replace(model.config, **changes)  # validated by the config
     return model
@@ -241,10 +242,10 @@ def reconstruct(model, images, labels: list[str] | None = None, *, resolution: i
         g = out.gaussians[0].detach()
         g = Gaussians(g.means.float(), g.quats.float(), g.log_scales.float(), g.opacity_logits.float(),
                       g.sh.float(), None if g.features is None else g.features.float())
-    fits = [n for n, on in (("colour", model.config.color_fit_iters),
-                            ("feature", model.config.feature_fit_iters and g.features is not None)) if on]
+    fits = [n for n, on in (("refinement", model.config.refine_steps), ("colour fit", model.config.color_fit_iters),
+                            ("feature fit", model.config.feature_fit_iters and g.features is not None)) if on]
     if fits and warning:  # the fallback cameras would fit the Gaussians to views nobody took
-        info["warnings"].append(f"{' and '.join(fits)} fit skipped: no recovered cameras")
+        info["warnings"].append(f"{', '.join(fits)} skipped: no recovered cameras")
     elif fits:
         g = model.fit_to_views(g, cams, prepared.images, stage)
     with stage("semantic_decode"):

@@ -30,7 +30,8 @@ class Oracle(torch.nn.Module):
     def __init__(self, sample):
         super().__init__()
         self.sample = sample
-        self.config = SimpleNamespace(semantic="small", semantic_dim=K, feature_fit_iters=0, color_fit_iters=0)
+        self.config = SimpleNamespace(semantic="small", semantic_dim=K, feature_fit_iters=0, color_fit_iters=0,
+                                      refine_steps=0)
         self.lseg_feature_extractor = SemanticExtractor()
 
     def forward(self, img1, img2, generator=None):

@@ -13,6 +13,7 @@ from openlsm.models.lsm.feature_fit import (
     solve_features,
     transpose_csr,
 )
+from openlsm.models.lsm.refine import refine_gaussians
 from openlsm.render import render
 from openlsm.render.torch_backend import sparse_csr
 
@@ -180,3 +181,34 @@ def test_fit_source_colors_rejects_images_of_another_size():
         fit_source_colors(gs, cams, torch.rand(2, 3, cams.height + 1, cams.width))
     with pytest.raises(OpenLSMError, match="not pixel-aligned"):
         fit_source_colors(gs[:-1], cams, torch.rand(2, 3, cams.height, cams.width))
+
+
+def test_refine_gaussians_fits_opacities_scales_and_colours_to_the_images():
+    """Images rendered from the scene with other opacities, scales and colours: Adam steps from the wrong ones bring
+    the renders towards the images and leave positions, rotations and features alone; 0 steps change nothing."""
+    gs, cams = pixel_aligned_scene()
+    g = torch.Generator().manual_seed(5)
+    n = gs.means.shape[0]
+    truth = Gaussians(gs.means, gs.quats, gs.log_scales + 0.3 * torch.randn(n, 3, generator=g),
+                      torch.randn(n, generator=g), rgb_to_sh0(0.2 + 0.6 * torch.rand(n, 1, 3, generator=g)))
+    images = render(truth, cams, backend="torch").rgb.permute(0, 3, 1, 2)  # [2, 3, H, W]
+
+    def render_error(h):
+        return float((render(h, cams, backend="torch").rgb.permute(0, 3, 1, 2) - images).norm() / images.norm())
+
+    before = [t.clone() for t in (gs.log_scales, gs.opacity_logits, gs.sh)]
+    refined = refine_gaussians(gs, cams, images, steps=40, lr=0.05, backend="torch")
+    assert all(torch.equal(a, b) for a, b in zip(before, (gs.log_scales, gs.opacity_logits, gs.sh)))  # untouched
+    assert render_error(refined) < 0.5 * render_error(gs), (render_error(gs), render_error(refined))
+    for name in ("means", "quats", "features"):
+        assert torch.equal(getattr(refined, name), getattr(gs, name))
+    for name in ("log_scales", "opacity_logits"):
+        assert not torch.equal(getattr(refined, name), getattr(gs, name))
+    assert not torch.equal(refined.sh[:, 0], gs.sh[:, 0])
+    same = refine_gaussians(gs, cams, images, steps=0)
+    assert all(torch.equal(getattr(same, k), getattr(gs, k)) for k in ("log_scales", "opacity_logits", "sh"))
+    behind = Gaussians(gs.means * torch.tensor([1.0, 1.0, -1.0]), gs.quats, gs.log_scales, gs.opacity_logits, gs.sh)
+    unseen = refine_gaussians(behind, cams, images, steps=3)  # nothing in view: nothing to fit, no error
+    assert torch.equal(unseen.opacity_logits, behind.opacity_logits)
+    with pytest.raises(OpenLSMError, match="images"):
+        refine_gaussians(gs, cams, images[:1], steps=1)

@@ -177,7 +177,8 @@ def _read_only_dir(tmp_path: Path) -> Path | None:
 
 
 BAD = ["missing", "folder", "unreadable", "truncated", "not_an_image", "one_by_one", "huge", "one_image",
-       "wrong_checkpoint", "exists", "read_only", "negative_feature_fit", "negative_color_fit"]
+       "wrong_checkpoint", "exists", "read_only", "negative_feature_fit", "negative_color_fit",
+       "negative_refine"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -233,6 +234,8 @@ def test_bad_input_one_line_no_traceback_nothing_left(case, tmp_path, photo_pair
         extra = ["--feature-fit", "-1"]
     elif case == "negative_color_fit":
         extra = ["--color-fit", "-1"]
+    elif case == "negative_refine":
+        extra = ["--refine", "-1"]
     rc, _, stderr = run_cli(["reconstruct", *images, "--checkpoint", ckpt, "--out", out, "--resolution", R,
                              "--video", "none", *extra])
     assert rc == 2

@@ -132,18 +132,19 @@ def test_view_fit_stages_run_only_with_recovered_cameras(tiny_model, monkeypatch
     plain = reconstruct(tiny_model, images, resolution=R)
     assert "feature_fit" not in plain.timings and "color_fit" not in plain.timings  # off by default
     monkeypatch.setattr(tiny_model, "config", dataclasses.replace(tiny_model.config, feature_fit_iters=3,
-                                                                  color_fit_iters=2))
+                                                                  color_fit_iters=2, refine_steps=2))
     skipped = reconstruct(tiny_model, images, resolution=R)  # random weights: camera recovery falls back
-    assert "colour and feature fit skipped: no recovered cameras" in skipped.info["warnings"]
+    assert "refinement, colour fit, feature fit skipped: no recovered cameras" in skipped.info["warnings"]
     assert torch.equal(skipped.gaussians.features, plain.gaussians.features)
     assert torch.equal(skipped.gaussians.sh, plain.gaussians.sh)
 
     recover = rec.recover_scene_cameras  # take the fallback cameras as if recovered: the fits run through them
     monkeypatch.setattr(rec, "recover_scene_cameras", lambda *a: recover(*a)[:2] + (None,))
     fitted = reconstruct(tiny_model, images, resolution=R)
-    assert list(fitted.timings) == ["preprocess", "forward", "camera_recovery", "color_fit", "feature_fit",
-                                    "semantic_decode"]
+    assert list(fitted.timings) == ["preprocess", "forward", "camera_recovery", "refine", "color_fit",
+                                    "feature_fit", "semantic_decode"]
     assert torch.equal(fitted.gaussians.sh[:, 1:], plain.gaussians.sh[:, 1:])
     assert torch.equal(fitted.gaussians.means, plain.gaussians.means)
     assert fitted.info["model"]["config"]["color_fit_iters"] == 2
+    assert fitted.info["model"]["config"]["refine_steps"] == 2
     assert fitted.info["model"]["config"]["feature_fit_iters"] == 3  # recorded with the scene

@@ -58,6 +58,8 @@ class Eval:
     cameras recovered from the point maps, never the ground truth, and its time counts as reconstruction."""
     color_fit: int | None = None
     """Override the model's colour-fit steps (0: off; default: the weights' config); as --feature-fit."""
+    refine: int | None = None
+    """Override the model's refinement steps (0: off; default: the weights' config); as --feature-fit."""
     lpips_weights: Path | None = None
     """LPIPS-VGG weights: torchvision's vgg16 file (with --lpips-linear) or one full LPIPS state dict. Without
     them LPIPS is reported unavailable (never approximated)."""
@@ -85,7 +87,8 @@ class Eval:
                          text_encoder=self.text_encoder, text_table=self.text_table, baselines=parse_baselines(self.baselines),
                          gs=GaussianFitConfig(steps=self.gs_steps, init=self.gs_init), gs_features=self.gs_features,
                          render_repeats=self.render_repeats, recover_pose=self.pose, feature_fit=self.feature_fit,
-                         color_fit=self.color_fit, lpips_weights=self.lpips_weights, lpips_linear=self.lpips_linear,
+                         color_fit=self.color_fit, refine=self.refine,
+                         lpips_weights=self.lpips_weights, lpips_linear=self.lpips_linear,
                          backend=self.backend, device=self.device, seed=self.seed)
         console = Console(stderr=True)
         result = evaluate(cfg, log=lambda msg: console.print(msg, highlight=False))

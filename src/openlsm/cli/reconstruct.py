@@ -19,7 +19,8 @@ from ..errors import OpenLSMError
 
 CPU_VIDEO_SIZE = 128  # px; measured ~2 CPU-s per 160 px frame of 131k Gaussians with the torch rasteriser
 STAGE_NAMES = {"preprocess": "preprocessing images", "forward": "running the model",
-               "camera_recovery": "recovering cameras", "color_fit": "fitting colours to the views",
+               "camera_recovery": "recovering cameras", "refine": "refining the Gaussians",
+               "color_fit": "fitting colours to the views",
                "feature_fit": "fitting features to the views", "semantic_decode": "decoding semantics",
                "save": "writing files and the video"}
 
@@ -133,6 +134,9 @@ class Reconstruct:
     color_fit: int | None = None
     """Conjugate-gradient steps of the colour fit (the Gaussians' colours refitted so the input views render back
     the input images: sharper renders near the inputs). 0: off. Default: the weights' config."""
+    refine: int | None = None
+    """Adam steps of the test-time refinement (opacities, scales and colours fitted to the input views; a GPU option,
+    ~10 ms a step there, ~10 s on a CPU). 0: off. Default: the weights' config."""
     quiet: bool = False
     """Print only the output folder (and errors)."""
 
@@ -157,7 +161,7 @@ def run_reconstruct(cmd, images, checkpoint, default_labels: bool, fallback: boo
         raise OpenLSMError(f"reconstruct takes exactly two images, got {len(images)}")
     if cmd.frames < 2 and cmd.video != "none":
         raise OpenLSMError(f"--frames must be at least 2 for a video, got {cmd.frames}")
-    for flag, steps in (("--feature-fit", cmd.feature_fit), ("--color-fit", cmd.color_fit)):
+    for flag, steps in (("--feature-fit", cmd.feature_fit), ("--color-fit", cmd.color_fit), ("--refine", cmd.refine)):
         if steps is not None and steps < 0:
             raise OpenLSMError(f"{flag} must be >= 0 (0: off), got {steps}")
     labels = parse_labels(cmd.labels)
@@ -182,7 +186,7 @@ def run_reconstruct(cmd, images, checkpoint, default_labels: bool, fallback: boo
         else:
             rep.stage("loading the model")
             model = load_lsm(checkpoint, device)
-        set_view_fits(model, cmd.feature_fit, cmd.color_fit)
+        set_view_fits(model, cmd.feature_fit, cmd.color_fit, cmd.refine)
         t_model = time.perf_counter() - t0
 
         def run_into(tmp: Path):

@@ -65,6 +65,7 @@ class EvalConfig:
     recover_pose: bool = True
     feature_fit: int | None = None  # override LSMConfig.feature_fit_iters (None: the checkpoint's)
     color_fit: int | None = None  # override LSMConfig.color_fit_iters (None: the checkpoint's)
+    refine: int | None = None  # override LSMConfig.refine_steps (None: the checkpoint's)
     lpips_weights: Path | None = None  # VGG-16 (torchvision) or a full LPIPS state dict
     lpips_linear: Path | None = None  # the LPIPS linear layers (lpips weights/v0.1/vgg.pth), if not in the above
     backend: str = "auto"
@@ -148,7 +149,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     baselines = parse_baselines(cfg.baselines)
     data = open_dataset(cfg.data, cfg.resolution, cfg.views, cfg.scenes, device)
     model, model_info = load_eval_model(cfg.checkpoint, cfg.preset, device, cfg.seed)
-    set_view_fits(model, cfg.feature_fit, cfg.color_fit)
+    set_view_fits(model, cfg.feature_fit, cfg.color_fit, cfg.refine)
     has_labels = data.class_names is not None
     names = list(cfg.class_names) or ([n for i, n in enumerate(data.class_names) if i not in data.ignore_ids]
                                       if has_labels else [])

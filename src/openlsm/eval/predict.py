@@ -77,16 +77,18 @@ def decode_labels(model, features: Tensor, texts: Tensor) -> Tensor:
 
 
 def _reconstruct(model, images: Tensor):
-    """The LSM forward on views 0, 1 and, where the config asks for them, the colour and feature fits through the
-    cameras recovered from its point maps (as `openlsm reconstruct` does; never the ground truth)."""
+    """The LSM forward on views 0, 1 and, where the config asks for them, the refinement and the colour and feature
+    fits through the cameras recovered from its point maps (as `openlsm reconstruct` does; never the ground truth)."""
     out = model(images[0:1], images[1:2])
-    if model.config.feature_fit_iters or model.config.color_fit_iters:
+    cfg = model.config
+    if cfg.feature_fit_iters or cfg.color_fit_iters or cfg.refine_steps:
         from openlsm.reconstruct import recover_scene_cameras
 
         cams, _, warning = recover_scene_cameras(out, images.shape[-1], images.shape[-2])
         if warning is None:
             g = model.fit_to_views(out.gaussians[0], cams, (images[:2] + 1) / 2)
-            out.gaussians.sh[0] = g.sh
+            gs = out.gaussians
+            gs.sh[0], gs.opacity_logits[0], gs.log_scales[0] = g.sh, g.opacity_logits, g.log_scales
             if g.features is not None:
                 out.gaussians.features[0] = g.features
     return out

@@ -53,7 +53,7 @@ class Demo:
     the input images: sharper renders near the inputs). 0: off. Default: the weights' config."""
     refine: int | None = None
     """Adam steps of the test-time refinement (opacities, scales and colours fitted to the input views; a GPU option,
-    ~10 ms a step there, ~10 s on a CPU). 0: off. Default: the weights' config."""
+    ~10 ms a step there, ~13 s and ~6 GB on a 2-core CPU). 0: off. Default: the weights' config."""
     quiet: bool = False
     list_examples: bool = False
     """Print the bundled examples and exit."""

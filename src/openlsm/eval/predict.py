@@ -90,7 +90,7 @@ def _reconstruct(model, images: Tensor):
             gs = out.gaussians
             gs.sh[0], gs.opacity_logits[0], gs.log_scales[0] = g.sh, g.opacity_logits, g.log_scales
             if g.features is not None:
-                out.gaussians.features[0] = g.features
+                gs.features[0] = g.features
     return out
 
 

@@ -91,7 +91,7 @@ class LSMConfig:
     color_fit_ridge: float = 1.0
     # Inference, after camera recovery and before the fits above (`fit_to_views`): refine_steps Adam steps (0: off,
     # learning rate refine_lr) on the Gaussians' opacities, scales and base colours so that the input views render
-    # back the input images (`refine.py`; a GPU option: ~10 ms a step there, ~10 s on a CPU). On the shipped small
+    # back the input images (`refine.py`; a GPU option: ~10 ms a step there, ~13 s on a CPU). On the shipped small
     # model, 30 steps: +0.4 dB target PSNR, +0.02 rendered-view mIoU (docs/benchmarks.md, session 19).
     refine_steps: int = 0
     refine_lr: float = 0.01

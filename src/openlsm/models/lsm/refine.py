@@ -2,7 +2,7 @@
 so that the input views, rendered through the recovered cameras, match the input images. Means and rotations stay,
 so depth and cameras are the network's; the rendered colours and features (whose blend weights follow the
 opacities and scales) get sharper. Fast with gsplat on a GPU (~10 ms a step for two 256² views); on a CPU every
-step renders with gradients through the PyTorch backend (~10 s).
+step renders with gradients through the PyTorch backend (~13 s and ~6 GB on a 2-core CPU).
 
     gaussians = refine_gaussians(gaussians, cameras, images, steps=30)   # images [V, 3, H, W] in [0, 1]
 """

@@ -59,6 +59,11 @@ def transpose_csr(a: Tensor) -> Tensor:
     return sparse_csr(a.col_indices(), rows, a.values(), a.shape[1], a.shape[0])
 
 
+def sparse_mm(a: Tensor, x: Tensor) -> Tensor:
+    """A sparse CSR matrix [R, C] @ dense x [C, D] -> [R, D] (compiled by Numba on the CPU when it is installed)."""
+    return numba_backend.sparse_mm(a, x) if numba_backend.available(x.device) else torch.matmul(a, x)
+
+
 def solve_features(weights: list[Tensor], targets: Tensor, init: Tensor, ridge: float, iters: int) -> Tensor:
     """argmin_F Σ_v |weights[v] @ F - targets[v]|² + ridge |F - init|² by `iters` conjugate-gradient steps from init.
 
@@ -70,13 +75,12 @@ def solve_features(weights: list[Tensor], targets: Tensor, init: Tensor, ridge: 
     A = [w.to(torch.float32) for w in weights]
     At = [transpose_csr(a) for a in A]  # Aᵀ as its own CSR: row products are the fast sparse kernel
     F0, T = init.float(), targets.float()
-    mm = numba_backend.sparse_mm if numba_backend.available(init.device) else torch.matmul
 
     def normal(F: Tensor) -> Tensor:  # (Σ AᵀA + ridge I) F
-        return sum(mm(at, mm(a, F)) for a, at in zip(A, At)) + ridge * F
+        return sum(sparse_mm(at, sparse_mm(a, F)) for a, at in zip(A, At)) + ridge * F
 
     X = F0.clone()
-    r = sum(mm(at, T[v] - mm(a, X)) for v, (a, at) in enumerate(zip(A, At)))  # the ridge term is 0 at F0
+    r = sum(sparse_mm(at, T[v] - sparse_mm(a, X)) for v, (a, at) in enumerate(zip(A, At)))  # the ridge term is 0 at F0
     p, rs = r.clone(), (r * r).sum(0)
     for _ in range(iters):
         Ap = normal(p)
@@ -123,8 +127,8 @@ def fit_source_colors(gaussians: Gaussians, cameras: Cameras, images: Tensor, ri
     with torch.no_grad():
         weights = weights if weights is not None else view_weights(g, cameras, min_weight)
         colors = view_colors(g, cameras.flatten().c2w.to(g.means), None)  # [V, N, 3]
-        mm = numba_backend.sparse_mm if numba_backend.available(g.means.device) else torch.matmul
-        rendered = torch.stack([mm(w.float(), c.float().contiguous()) for w, c in zip(weights, colors)])  # [V, HW, 3]
+        rendered = torch.stack([sparse_mm(w.float(), c.float().contiguous())  # [V, HW, 3]
+                                for w, c in zip(weights, colors)])
         residuals = images.to(rendered).permute(0, 2, 3, 1).reshape(V, H * W, 3) - rendered
         shifts = solve_features(weights, residuals, rendered.new_zeros(g.means.shape[0], 3), ridge, iters)  # [N, 3]
         sh = g.sh.clone()

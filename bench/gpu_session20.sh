@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Session 20 device call: the first GPU run of the `--refine N` flag (test-time refinement of the shipped `small`
-# model's Gaussians on the two input views), alone, with more steps and before the colour / feature fits, on 40
-# SynthRooms test rooms and 16 validation rooms; one reference without fits on the same machine. metrics.json
-# files come back under $OUT.
+# Session 20 device call: the matrix-free fits (`GsplatViews`) tested and timed against the sparse weights, then the
+# first GPU run of the `--refine N` flag (alone and before the colour / feature fits) on 40 SynthRooms test rooms
+# and 16 validation rooms, and the fits with either operator; metrics.json files come back under $OUT.
 #   run(command="bash bench/gpu_session20.sh", carry=[".whl"])
 source bench/gpu_env.sh
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/models/test_feature_fit.py tests/render/test_gsplat_gpu.py \
+  2>&1 | tail -3
+echo "tests done at $(elapsed) s"
+for op in 1 0; do
+  OPENLSM_MATRIX_FREE=$op timeout 60 python3 bench/bench_feature_fit.py --device cuda --scenes 4 --iters 8 2>&1 \
+    | grep '^{' | tee -a "$OUT/feature_fit.txt"
+done
+echo "bench done at $(elapsed) s"
 ev() {  # NAME DATA SCENES [flags...]
   local name=$1 data=$2 scenes=$3; shift 3
   timeout 200 python3 -m openlsm.cli.main eval --checkpoint src/openlsm/weights/lsm_small --data "$data" \
@@ -14,7 +21,7 @@ ev() {  # NAME DATA SCENES [flags...]
 }
 ev val16_off synthrooms:val 16
 ev val16_refine synthrooms:val 16 --refine 30
-ev val16_refine100 synthrooms:val 16 --refine 100
 ev test40_refine synthrooms:test 40 --refine 30
-ev test40_refine_color synthrooms:test 40 --refine 30 --color-fit 8
+ev test40_both synthrooms:test 40 --color-fit 8 --feature-fit 8
+(export OPENLSM_MATRIX_FREE=0; ev test40_both_sparse synthrooms:test 40 --color-fit 8 --feature-fit 8)
 ev test40_refine_all synthrooms:test 40 --refine 30 --color-fit 8 --feature-fit 8

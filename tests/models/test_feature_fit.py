@@ -1,3 +1,4 @@
+import importlib.util
 import itertools
 import math
 
@@ -8,10 +9,14 @@ from openlsm.cameras import Cameras, look_at, make_K, unproject_depth
 from openlsm.errors import OpenLSMError
 from openlsm.gaussians import Gaussians, rgb_to_sh0
 from openlsm.models.lsm.feature_fit import (
+    GsplatViews,
+    SparseViews,
     fit_source_colors,
     fit_source_features,
     solve_features,
     transpose_csr,
+    view_operator,
+    view_weights,
 )
 from openlsm.models.lsm.refine import refine_gaussians
 from openlsm.render import render
@@ -87,6 +92,25 @@ def test_solve_matches_a_dense_float64_solve(numba, monkeypatch):
     assert got.dtype == torch.float64
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(F0, expected, atol=0.1)  # the solve moved it
+
+
+def test_sparse_views_products_are_the_dense_products():
+    (d1, a1), (d2, a2) = random_sparse(40, 25, 0.2, 11), random_sparse(40, 25, 0.2, 12)
+    views = SparseViews([a1, a2])
+    g = torch.Generator().manual_seed(13)
+    x, xs, y = torch.randn(25, 3, generator=g), torch.randn(2, 25, 3, generator=g), torch.randn(2, 40, 3, generator=g)
+    d1, d2 = d1.float(), d2.float()
+    torch.testing.assert_close(views.apply(x), torch.stack([d1 @ x, d2 @ x]))
+    torch.testing.assert_close(views.apply(xs), torch.stack([d1 @ xs[0], d2 @ xs[1]]))  # one input per view
+    torch.testing.assert_close(views.adjoint(y), d1.t() @ y[0] + d2.t() @ y[1])
+    torch.testing.assert_close(views.normal(x), d1.t() @ (d1 @ x) + d2.t() @ (d2 @ x))
+
+
+def test_view_operator_uses_sparse_weights_off_cuda():
+    gs, cams = pixel_aligned_scene()
+    views = view_operator(gs, cams)
+    assert isinstance(views, SparseViews) and len(views.A) == 2
+    assert views.A[0].shape == (cams.height * cams.width, gs.means.shape[0])
 
 
 def test_each_step_lowers_the_objective_and_a_huge_ridge_keeps_the_init():
@@ -212,3 +236,50 @@ def test_refine_gaussians_fits_opacities_scales_and_colours_to_the_images():
     assert torch.equal(unseen.opacity_logits, behind.opacity_logits)
     with pytest.raises(OpenLSMError, match="images"):
         refine_gaussians(gs, cams, images[:1], steps=1)
+
+
+# The matrix-free views operator (products through gsplat's rasteriser) against the sparse weights of the PyTorch
+# backend. GPU only (run on the device by bench/gpu_session20.sh).
+needs_gsplat = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("gsplat") is None,
+                                  reason="needs CUDA and gsplat")
+
+
+def cuda_scene(D=70):
+    gs, cams = pixel_aligned_scene(W=40, H=30, D=D)  # 70 channels: a 64-channel pass and a padded 6-channel one
+    return gs.to("cuda"), cams.to("cuda")
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@needs_gsplat
+def test_gsplat_views_match_the_sparse_weights():
+    gs, cams = cuda_scene()
+    fast, ref = GsplatViews(gs, cams), SparseViews(view_weights(gs, cams))
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(gs.means.shape[0], 70, device="cuda", generator=g)
+    y = torch.randn(2, cams.height * cams.width, 70, device="cuda", generator=g)
+    assert rel(fast.apply(x), ref.apply(x)) < 1e-4
+    assert rel(fast.adjoint(y), ref.adjoint(y)) < 1e-4
+    assert rel(fast.normal(x), ref.normal(x)) < 1e-4
+    per_view = torch.randn(2, gs.means.shape[0], 3, device="cuda", generator=g)
+    assert rel(fast.apply(per_view), ref.apply(per_view)) < 1e-4
+    # the adjoint is the transpose of apply: <W x, y> = <x, Wᵀ y>
+    lhs, rhs = float((fast.apply(x) * y).sum()), float((x * fast.adjoint(y)).sum())
+    assert abs(lhs - rhs) < 1e-4 * abs(lhs)
+
+
+@needs_gsplat
+def test_fits_through_gsplat_match_the_sparse_path(monkeypatch):
+    gs, cams = cuda_scene(D=5)
+    assert isinstance(view_operator(gs, cams), GsplatViews)
+    images = torch.rand(2, 3, cams.height, cams.width, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    fast_f = fit_source_features(gs, cams, ridge=0.1, iters=10)
+    fast_c = fit_source_colors(gs, cams, images, ridge=0.1, iters=10)
+    monkeypatch.setenv("OPENLSM_MATRIX_FREE", "0")
+    assert isinstance(view_operator(gs, cams), SparseViews)
+    ref_f = fit_source_features(gs, cams, ridge=0.1, iters=10)
+    ref_c = fit_source_colors(gs, cams, images, ridge=0.1, iters=10)
+    assert rel(fast_f - gs.features, ref_f - gs.features) < 1e-3
+    assert rel(fast_c - gs.sh, ref_c - gs.sh) < 1e-3

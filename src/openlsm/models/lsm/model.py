@@ -45,7 +45,7 @@ from openlsm.models.checkpoint_io import (
     save_model,
 )
 from openlsm.models.lsm.config_dict import config_from_dict, config_to_dict
-from openlsm.models.lsm.feature_fit import fit_source_colors, fit_source_features, view_weights
+from openlsm.models.lsm.feature_fit import fit_source_colors, fit_source_features, view_operator
 from openlsm.models.lsm.gaussian_head import GaussianHead, GaussianHeadConfig
 from openlsm.models.lsm.geometry import GeometryConfig, GeometryNet, GeometryOutput, check_images
 from openlsm.models.lsm.ptv3 import PointTransformer, PTv3Config, normalize_points
@@ -317,7 +317,7 @@ class LSM(nn.Module):
         weights = None
         if cfg.color_fit_iters:
             with timed("color_fit"):
-                weights = view_weights(g, cameras, cfg.feature_fit_min_weight)
+                weights = view_operator(g, cameras, cfg.feature_fit_min_weight)
                 g = replace(g, sh=fit_source_colors(g, cameras, images, cfg.color_fit_ridge, cfg.color_fit_iters,
                                                     weights=weights))
         if cfg.feature_fit_iters and g.features is not None:

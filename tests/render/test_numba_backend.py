@@ -1,4 +1,4 @@
-"""The Numba compositing (CPU, no gradients) against the brute-force reference and the PyTorch compositing."""
+"""The Numba compositing (CPU) and its backward against the brute-force reference and the PyTorch compositing."""
 
 
 import pytest
@@ -70,24 +70,58 @@ def test_nothing_visible_gives_an_empty_image():
     assert out.alpha.abs().max() == 0 and out.rgb.abs().max() == 0
 
 
-def test_used_only_without_gradients(monkeypatch):
+@pytest.mark.parametrize("seed,opacity_shift,scale_shift", [(0, 0.0, 0.0), (1, 3.0, 0.0), (2, 14.0, 1.2)],
+                         ids=["sparse", "opaque", "saturated-and-clamped"])
+def test_compositing_gradients_equal_the_pytorch_ones(seed, opacity_shift, scale_shift):
+    """The compiled backward against autograd through the PyTorch compositing (float64), for a random loss on the
+    values and the alpha; the last case has most pixels stopping early and most alphas clamped at MAX_ALPHA."""
+    g = random_scene(500, seed=seed, feat=4)
+    g.opacity_logits = g.opacity_logits + opacity_shift
+    g.log_scales = g.log_scales + scale_shift
+    W, H = 50, 37
+    cam = Cameras(make_K(50.0, 50.0, 25.0, 18.0).double(), torch.eye(4, dtype=torch.float64), W, H)
+    means2d, depths, conics, radii = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None],
+                                                       cam.Ks[None], W, H)
+    values = torch.cat([view_colors(g, cam.c2w[None], None)[0], g.features, depths[0][:, None]], -1)
+    gen = torch.Generator().manual_seed(seed)
+    w_out = torch.randn(H, W, values.shape[1], generator=gen, dtype=torch.float64)
+    w_alpha = torch.randn(H, W, generator=gen, dtype=torch.float64)
+    grads = []
+    for fn in (rasterize, numba_backend.rasterize):
+        inputs = [t.detach().clone().requires_grad_(True) for t in (means2d[0], conics[0], g.opacities, values)]
+        out, alpha = fn(inputs[0], inputs[1], inputs[2], depths[0], radii[0], inputs[3], W, H)
+        ((out * w_out).sum() + (alpha * w_alpha).sum()).backward()
+        grads.append([t.grad for t in inputs])
+    if scale_shift:
+        assert (alpha > 0.999).float().mean() > 0.3 and (g.opacities > 0.999).float().mean() > 0.9
+    for fast, slow in zip(grads[1], grads[0]):
+        assert slow.abs().max() > 0
+        torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-9 * float(slow.abs().max()))
+
+
+def test_render_with_gradients_composites_on_numba(monkeypatch):
     calls = []
     real = numba_backend.rasterize
     monkeypatch.setattr(numba_backend, "rasterize", lambda *a: calls.append(1) or real(*a))
     g = random_scene(100, seed=7)
     cam = Cameras(make_K(40.0, 40.0, 20.0, 15.0).double(), torch.eye(4, dtype=torch.float64), 40, 30)
+    params = (g.means, g.log_scales, g.opacity_logits, g.sh)
+    for t in params:
+        t.requires_grad_(True)
     fast = render(g, cam, backend="torch")
     assert calls == [1]
-    g.means.requires_grad_(True)
+    (fast.rgb.square().sum() + fast.depth.sum()).backward()
+    fast_grads = [t.grad.clone() for t in params]
+    for t in params:
+        t.grad = None
+    monkeypatch.setenv("OPENLSM_NUMBA", "0")  # the switch: the PyTorch compositing
     slow = render(g, cam, backend="torch")
-    assert calls == [1]  # autograd needs the PyTorch compositing
-    slow.rgb.sum().backward()
-    assert g.means.grad.abs().sum() > 0
-    torch.testing.assert_close(fast.rgb, slow.rgb.detach(), rtol=0, atol=1e-9)
-    monkeypatch.setenv("OPENLSM_NUMBA", "0")  # the switch
-    with torch.no_grad():
-        render(g, cam, backend="torch")
     assert calls == [1]
+    (slow.rgb.square().sum() + slow.depth.sum()).backward()
+    torch.testing.assert_close(fast.rgb, slow.rgb, rtol=0, atol=1e-9)
+    for a, b in zip(fast_grads, (t.grad for t in params)):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("min_weight", [0.0, 1e-2])

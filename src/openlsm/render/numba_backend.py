@@ -5,8 +5,9 @@ gsplat's tile scheme on the CPU: the Gaussians, front to back, are binned into 1
 opacity-aware boxes; tiles are composited in parallel, each walking its list in depth order over the pixels of
 each Gaussian's ellipse (`numba_kernels.py`). No sort of (pixel, Gaussian) pairs and no per-pair tensors: 2.5x
 faster than the pure-PyTorch compositing on thin Gaussians, 6x on a trained model's large, overlapping ones (session
-16; more since). No autograd: `render` uses it only where no gradient is needed; the blend weights and the CSR
-transpose serve the feature fit.
+16; more since). The compositing has a compiled backward too (`rasterize` is differentiable in the projected
+Gaussians and the values; gradients through the projection are the PyTorch backend's); the blend weights and the
+CSR transpose serve the feature fit.
 
     if numba_backend.available():
         means2d, depths, conics, radii = numba_backend.project_gaussians(means, quats, scales, opacities, viewmats,
@@ -117,19 +118,45 @@ def eval_sh(sh: Tensor, dirs: Tensor) -> Tensor:
     return torch.from_numpy(out).reshape(*lead, 3)
 
 
-@numba_launch
 def rasterize(means2d: Tensor, conics: Tensor, opacities: Tensor, depths: Tensor, radii: Tensor, values: Tensor,
               width: int, height: int) -> tuple[Tensor, Tensor]:
-    """As `torch_backend.rasterize` (CPU tensors, no gradients): means2d [N, 2], conics [N, 3], opacities [N],
-    depths [N], radii [N, 2], values [N, D] -> accumulated values [H, W, D] and alpha [H, W]."""
-    ids, tiles, tiles_x = _prepare(means2d, conics, opacities, depths, radii, width, height)
-    dtype = values.dtype if values.dtype in (torch.float32, torch.float64) else torch.float32
-    vals = values.detach().to(dtype).contiguous().numpy()  # read at the Gaussians' rows: no gathered copy
-    out = np.empty((width * height, vals.shape[1]), vals.dtype)  # the kernel writes every pixel
-    alpha = np.empty(width * height, vals.dtype)
-    _compile().composite(*tiles, vals, ids.numpy(), width, height, tiles_x, out, alpha)
-    return (torch.from_numpy(out).to(values.dtype).reshape(height, width, -1),
-            torch.from_numpy(alpha).to(values.dtype).reshape(height, width))
+    """As `torch_backend.rasterize` (CPU tensors): means2d [N, 2], conics [N, 3], opacities [N], depths [N],
+    radii [N, 2], values [N, D] -> accumulated values [H, W, D] and alpha [H, W]. Differentiable in means2d, conics,
+    opacities and values (`numba_kernels.composite_grad`)."""
+    return _Rasterize.apply(means2d, conics, opacities, values, depths, radii, width, height)
+
+
+class _Rasterize(torch.autograd.Function):
+    @staticmethod
+    @numba_launch
+    def forward(ctx, means2d, conics, opacities, values, depths, radii, width, height):
+        ids, tiles, tiles_x = _prepare(means2d, conics, opacities, depths, radii, width, height)
+        dtype = values.dtype if values.dtype in (torch.float32, torch.float64) else torch.float32
+        vals = values.detach().to(dtype).contiguous().numpy()  # read at the Gaussians' rows: no gathered copy
+        out = np.empty((width * height, vals.shape[1]), vals.dtype)  # the kernel writes every pixel
+        alpha = np.empty(width * height, vals.dtype)
+        stops, final_T = np.empty(width * height, np.int64), np.empty(width * height)
+        _compile().composite(*tiles, vals, ids.numpy(), width, height, tiles_x, out, alpha, stops, final_T)
+        ctx.state = (ids, tiles, tiles_x, vals, stops, final_T, width, height, means2d.shape[0])
+        ctx.dtypes = (means2d.dtype, conics.dtype, opacities.dtype, values.dtype)
+        return (torch.from_numpy(out).to(values.dtype).reshape(height, width, -1),
+                torch.from_numpy(alpha).to(values.dtype).reshape(height, width))
+
+    @staticmethod
+    @numba_launch
+    def backward(ctx, grad_out, grad_alpha):
+        ids, tiles, tiles_x, vals, stops, final_T, width, height, n = ctx.state
+        n_threads, params = tiles[1], tiles[4]
+        grad_params = np.zeros((n_threads, params.shape[0], 6))
+        grad_values = np.zeros((n_threads, *vals.shape))
+        _compile().composite_grad(*tiles, vals, ids.numpy(), width, height, tiles_x, stops, final_T,
+                                  grad_out.detach().double().reshape(width * height, -1).contiguous().numpy(),
+                                  grad_alpha.detach().double().reshape(-1).contiguous().numpy(), grad_params,
+                                  grad_values)
+        per_gaussian = torch.zeros(n, 6, dtype=torch.float64).index_copy_(0, ids, torch.from_numpy(grad_params.sum(0)))
+        d_means, d_conics, d_opacities, d_values = ctx.dtypes
+        return (per_gaussian[:, :2].to(d_means), per_gaussian[:, 2:5].to(d_conics), per_gaussian[:, 5].to(d_opacities),
+                torch.from_numpy(grad_values.sum(0)).to(d_values), None, None, None, None)
 
 
 @numba_launch

@@ -50,13 +50,14 @@ def row_span(params, g, py, xa, xb):
 @numba.njit(inline="always")
 def blend(trans, p, alpha):
     """Front-to-back step of tile pixel p through a Gaussian of this alpha: its weight alpha x T (0 if alpha is under
-    the cut-off or the pixel has stopped), updating the tile's transmittances `trans`; -1 where the pixel stops."""
+    the cut-off or the pixel has stopped), updating the tile's transmittances `trans`; -1 where the pixel stops
+    (its final transmittance is then kept negated: -trans[p])."""
     T = trans[p]
-    if T == 0.0 or alpha < ALPHA_MIN:
+    if T <= 0.0 or alpha < ALPHA_MIN:
         return 0.0
     a = min(alpha, MAX_ALPHA)
     if T * (1.0 - a) <= T_MIN:
-        trans[p] = 0.0
+        trans[p] = -T
         return -1.0
     trans[p] = T * (1.0 - a)
     return a * T
@@ -72,13 +73,16 @@ def blend(trans, p, alpha):
 # params [M, 8] per Gaussian in depth order: centre, conic (a, b, c), opacity, ln(255·opacity), exp(-a).
 @numba.njit(parallel=True, cache=True)
 def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, sources, width, height, tiles_x, out,
-              alpha):
-    # values [N, D] of all Gaussians; sources [M]: the values row of each Gaussian in depth order
+              alpha, stops, final_T):
+    # values [N, D] of all Gaussians; sources [M]: the values row of each Gaussian in depth order. Also writes, per
+    # pixel, the position in its tile's list where it stopped (stops, int64; the list's end if it did not) and its
+    # final transmittance (final_T): what `composite_grad` needs to walk the lists back.
     n_values = values.shape[1]
     for thread in numba.prange(n_threads):
         for t in order[thread::n_threads]:
             tile_x0, tile_y0 = (t % tiles_x) * TILE, (t // tiles_x) * TILE
-            trans = np.ones(TILE * TILE)  # 0 once the pixel has stopped
+            trans = np.ones(TILE * TILE)  # negated once the pixel has stopped
+            stop = np.full(TILE * TILE, starts[t + 1])
             acc = np.zeros((TILE * TILE, n_values + 1))  # the values, then alpha
             open_pixels = min(TILE, height - tile_y0) * min(TILE, width - tile_x0)
             for k in range(starts[t], starts[t + 1]):
@@ -93,6 +97,7 @@ def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, sou
                         a, f = a * f, f * step
                         if w < 0.0:
                             open_pixels -= 1
+                            stop[row + px] = k
                         elif w > 0.0:
                             for d in range(n_values):
                                 acc[row + px, d] += w * values[source, d]
@@ -101,9 +106,71 @@ def composite(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, sou
                     break
             for py in range(tile_y0, min(height, tile_y0 + TILE)):
                 for px in range(tile_x0, min(width, tile_x0 + TILE)):
+                    p = (py - tile_y0) * TILE + px - tile_x0
                     for d in range(n_values):
-                        out[py * width + px, d] = acc[(py - tile_y0) * TILE + px - tile_x0, d]
-                    alpha[py * width + px] = acc[(py - tile_y0) * TILE + px - tile_x0, n_values]
+                        out[py * width + px, d] = acc[p, d]
+                    alpha[py * width + px] = acc[p, n_values]
+                    stops[py * width + px], final_T[py * width + px] = stop[p], abs(trans[p])
+
+
+@numba.njit(parallel=True, cache=True)
+def composite_grad(order, n_threads, starts, ids, params, x0, x1, y0, y1, values, sources, width, height, tiles_x,
+                   stops, final_T, grad_out, grad_alpha, grad_params, grad_values):
+    """The backward of `composite`: each tile's list walked back to front over the same pixels, rebuilding each
+    pixel's transmittance from its final one (T_before = T_after / (1 - alpha), as gsplat). For out = Σ vᵢ wᵢ,
+    alpha = 1 - T_final, wᵢ = aᵢ Tᵢ: d out/d aᵢ = vᵢ Tᵢ - (Σ_{j behind i} vⱼ wⱼ) / (1 - aᵢ), d alpha/d aᵢ =
+    T_final / (1 - aᵢ), and aᵢ = o·exp(-σ) unless clamped at MAX_ALPHA. Accumulates into this thread's rows:
+    grad_params [threads, M, 6] (centre x, y, conic a, b, c, opacity per Gaussian in depth order) and grad_values
+    [threads, N, D]."""
+    n_values = values.shape[1]
+    for thread in numba.prange(n_threads):
+        for t in order[thread::n_threads]:
+            tile_x0, tile_y0 = (t % tiles_x) * TILE, (t // tiles_x) * TILE
+            trans = np.zeros(TILE * TILE)  # the transmittance behind the Gaussian being visited
+            last = np.zeros(TILE * TILE)  # the final transmittance
+            stop = np.zeros(TILE * TILE, np.int64)
+            behind = np.zeros((TILE * TILE, n_values))  # Σ vⱼ wⱼ of the Gaussians visited so far (behind)
+            g_out = np.zeros((TILE * TILE, n_values))
+            g_alpha = np.zeros(TILE * TILE)
+            for py in range(tile_y0, min(height, tile_y0 + TILE)):
+                for px in range(tile_x0, min(width, tile_x0 + TILE)):
+                    p, q = (py - tile_y0) * TILE + px - tile_x0, py * width + px
+                    trans[p], last[p], stop[p], g_alpha[p] = final_T[q], final_T[q], stops[q], grad_alpha[q]
+                    for d in range(n_values):
+                        g_out[p, d] = grad_out[q, d]
+            for k in range(starts[t + 1] - 1, starts[t] - 1, -1):
+                g = ids[k]
+                source, step = sources[g], params[g, 7]
+                mx, my, ca, cb, cc, o = params[g, 0], params[g, 1], params[g, 2], params[g, 3], params[g, 4], \
+                    params[g, 5]
+                xa, xb = max(x0[g], tile_x0), min(x1[g], tile_x0 + TILE)
+                for py in range(max(y0[g], tile_y0), min(y1[g], tile_y0 + TILE)):
+                    lo, hi, a, f = row_span(params, g, py, xa, xb)
+                    row = (py - tile_y0) * TILE - tile_x0
+                    for px in range(lo, hi):
+                        p, raw = row + px, a
+                        a, f = a * f, f * step
+                        if k >= stop[p] or raw < ALPHA_MIN:  # not composited (as in `blend`)
+                            continue
+                        al = min(raw, MAX_ALPHA)
+                        T = trans[p] / (1.0 - al)
+                        w = al * T
+                        d_a = g_alpha[p] * last[p] / (1.0 - al)
+                        for d in range(n_values):
+                            v = values[source, d]
+                            d_a += g_out[p, d] * (v * T - behind[p, d] / (1.0 - al))
+                            grad_values[thread, source, d] += g_out[p, d] * w
+                            behind[p, d] += v * w
+                        trans[p] = T
+                        if raw < MAX_ALPHA:  # clamped alphas have no gradient
+                            d_sigma = -d_a * al
+                            dx, dy = px + 0.5 - mx, py + 0.5 - my
+                            grad_params[thread, g, 0] -= d_sigma * (ca * dx + cb * dy)
+                            grad_params[thread, g, 1] -= d_sigma * (cb * dx + cc * dy)
+                            grad_params[thread, g, 2] += d_sigma * 0.5 * dx * dx
+                            grad_params[thread, g, 3] += d_sigma * dx * dy
+                            grad_params[thread, g, 4] += d_sigma * 0.5 * dy * dy
+                            grad_params[thread, g, 5] += d_a * al / o
 
 
 @numba.njit(parallel=True, cache=True)

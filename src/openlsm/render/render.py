@@ -6,8 +6,8 @@
 Batched scenes: gaussians [B, N] (see Gaussians.stack) with cameras [B, C] give [B, C, H, W, ...].
 `backend="auto"` uses gsplat on CUDA tensors when it is installed and falls back to the PyTorch backend
 (with one log line) otherwise; both follow the same conventions, so results agree to float rounding. On the CPU,
-renders that need no gradient run on Numba when it is installed (`numba_backend`, same maths; set
-OPENLSM_NUMBA=0 for the pure-PyTorch path).
+the compositing (with its gradients) runs on Numba when it is installed (`numba_backend`, same maths), and so do
+the projection and SH colours of renders that need no gradient; OPENLSM_NUMBA=0 keeps the pure-PyTorch path.
 """
 
 from __future__ import annotations
@@ -112,14 +112,19 @@ def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, hei
         rgb, depth, alpha, out_feats = _render_gsplat_inference(gaussians, feats, c2w, viewmats, Ks, sh_degree, width,
                                                                 height, near, far, eps2d)
     else:
-        compiled = which == "torch" and not needs_grad and numba_backend.available(gaussians.means.device)
-        colors = view_colors(gaussians, c2w, sh_degree, numba_backend.eval_sh if compiled else eval_sh)  # [C, N, 3]
+        # On the CPU the compositing runs on Numba (forward and backward); the projection and the SH colours too where
+        # no gradient is needed (those have no compiled backward)
+        compiled = which == "torch" and numba_backend.available(gaussians.means.device)
+        fully = compiled and not needs_grad
+        colors = view_colors(gaussians, c2w, sh_degree, numba_backend.eval_sh if fully else eval_sh)  # [C, N, 3]
         if which == "gsplat":
             rgb, depth, alpha, out_feats = _render_gsplat(gaussians, colors, feats, viewmats, Ks, width, height, near,
                                                           far, eps2d)
         else:
-            rgb, depth, alpha, out_feats = _render_torch(gaussians, colors, feats, viewmats, Ks, width, height, near,
-                                                         far, eps2d, numba_backend if compiled else torch_backend)
+            rgb, depth, alpha, out_feats = _render_torch(
+                gaussians, colors, feats, viewmats, Ks, width, height, near, far, eps2d,
+                (numba_backend if fully else torch_backend).project_gaussians,
+                (numba_backend if compiled else torch_backend).rasterize)
     if background is not None:
         rgb = rgb + (1 - alpha[..., None]) * background.to(rgb)
     out = RenderOutput(rgb, depth, alpha, out_feats)
@@ -128,17 +133,16 @@ def render(gaussians: Gaussians, cameras: Cameras, width: int | None = None, hei
     return out
 
 
-def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d, kernels=torch_backend):
-    """Projection and compositing by `kernels`: torch_backend or, without gradients on the CPU, numba_backend (the
-    same maths, compiled)."""
+def _render_torch(g, colors, feats, viewmats, Ks, width, height, near, far, eps2d,
+                  project=torch_backend.project_gaussians, rasterize=torch_backend.rasterize):
+    """Projection and compositing by torch_backend's functions or numba_backend's (the same maths, compiled)."""
     opac = g.opacities
-    means2d, depths, conics, radii = kernels.project_gaussians(g.means, g.quats, g.scales, opac, viewmats, Ks, width,
-                                                               height, near, far, eps2d)
+    means2d, depths, conics, radii = project(g.means, g.quats, g.scales, opac, viewmats, Ks, width, height, near, far,
+                                             eps2d)
     rgbs, dps, alphas, fts = [], [], [], []
     for c in range(viewmats.shape[0]):
         parts = [colors[c]] + ([feats] if feats is not None else []) + [depths[c][:, None]]
-        acc, alpha = kernels.rasterize(means2d[c], conics[c], opac, depths[c], radii[c], torch.cat(parts, -1), width,
-                                       height)
+        acc, alpha = rasterize(means2d[c], conics[c], opac, depths[c], radii[c], torch.cat(parts, -1), width, height)
         rgbs.append(acc[..., :3])
         fts.append(acc[..., 3:-1])
         dps.append(acc[..., -1] / alpha.clamp_min(1e-10))

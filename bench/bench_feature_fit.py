@@ -2,8 +2,8 @@
 rendered input views towards their own Gaussians' features, on SynthRooms test rooms at 256².
 
     python bench/bench_feature_fit.py --device cpu --threads 2 --scenes 2
-    python bench/bench_feature_fit.py --device cuda --scenes 4 --iters 3 8     # gsplat, matrix-free
-    OPENLSM_MATRIX_FREE=0 python bench/bench_feature_fit.py --device cuda ...   # sparse weights on the GPU too
+    python bench/bench_feature_fit.py --device cuda --scenes 4 --iters 3 8     # sparse weights
+    OPENLSM_MATRIX_FREE=1 python bench/bench_feature_fit.py --device cuda ...   # matrix-free, through gsplat
 Prints one JSON line per (scene, iters): operator build and solve seconds (device-synchronised), the operator, its
 non-zero weights per view (sparse), and the relative error |W_v F - T_v| / |T_v| of each input view before and after.
 """

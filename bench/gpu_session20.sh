@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 20 device call: the matrix-free fits (`GsplatViews`) tested and timed against the sparse weights, then the
+# Device call prepared in session 20 (no device was lent then): the matrix-free fits (`GsplatViews`, opt-in by
+# OPENLSM_MATRIX_FREE=1) tested and timed against the sparse weights, then the
 # first GPU run of the `--refine N` flag (alone and before the colour / feature fits) on 40 SynthRooms test rooms
 # and 16 validation rooms, and the fits with either operator; metrics.json files come back under $OUT.
 #   run(command="bash bench/gpu_session20.sh", carry=[".whl"])
@@ -23,5 +24,5 @@ ev val16_off synthrooms:val 16
 ev val16_refine synthrooms:val 16 --refine 30
 ev test40_refine synthrooms:test 40 --refine 30
 ev test40_both synthrooms:test 40 --color-fit 8 --feature-fit 8
-(export OPENLSM_MATRIX_FREE=0; ev test40_both_sparse synthrooms:test 40 --color-fit 8 --feature-fit 8)
+(export OPENLSM_MATRIX_FREE=1; ev test40_both_matrix_free synthrooms:test 40 --color-fit 8 --feature-fit 8)
 ev test40_refine_all synthrooms:test 40 --refine 30 --color-fit 8 --feature-fit 8

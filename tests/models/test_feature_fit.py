@@ -273,6 +273,7 @@ def test_gsplat_views_match_the_sparse_weights():
 @needs_gsplat
 def test_fits_through_gsplat_match_the_sparse_path(monkeypatch):
     gs, cams = cuda_scene(D=5)
+    monkeypatch.setenv("OPENLSM_MATRIX_FREE", "1")
     assert isinstance(view_operator(gs, cams), GsplatViews)
     images = torch.rand(2, 3, cams.height, cams.width, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     fast_f = fit_source_features(gs, cams, ridge=0.1, iters=10)

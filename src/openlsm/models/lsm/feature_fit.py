@@ -23,10 +23,11 @@ and novel views nearby gain too (docs/benchmarks.md, session 19).
 
     sh = fit_source_colors(gaussians, cameras, images, ridge=1.0, iters=8)   # images [V, 3, H, W] in [0, 1]
 
-The W_v enter only as products, through a views operator (`view_operator`): on the CPU (and without gsplat) the
-weights as sparse matrices (`SparseViews`); on CUDA with gsplat none are formed (`GsplatViews`: W x is a render of
-x, Wᵀ y its backward), which is several times faster there (docs/benchmarks.md, session 20). Both fits of one
-scene can share one operator (`weights=`).
+The W_v enter only as products, through a views operator (`view_operator`): the weights as sparse matrices
+(`SparseViews`), or, on CUDA with gsplat and OPENLSM_MATRIX_FREE=1, none formed at all (`GsplatViews`: W x is a
+render of x, Wᵀ y its backward). The matrix-free path is opt-in until it has been checked on a GPU (its test and
+benchmark are in bench/gpu_session20.sh; docs/benchmarks.md, session 20). Both fits of one scene can share one
+operator (`weights=`).
 """
 
 from __future__ import annotations
@@ -146,10 +147,9 @@ Views = SparseViews | GsplatViews
 
 
 def view_operator(gaussians: Gaussians, cameras: Cameras, min_weight: float = 0.0) -> Views:
-    """The views' blend weights as an operator: `GsplatViews` on CUDA with gsplat (unless OPENLSM_MATRIX_FREE=0),
-    else `SparseViews` of `view_weights` (weights under `min_weight` dropped)."""
-    if (gaussians.means.is_cuda and os.environ.get("OPENLSM_MATRIX_FREE", "1") != "0"
-            and gsplat_available()[0]):
+    """The views' blend weights as an operator: `GsplatViews` on CUDA with gsplat when OPENLSM_MATRIX_FREE=1, else
+    `SparseViews` of `view_weights` (weights under `min_weight` dropped)."""
+    if gaussians.means.is_cuda and os.environ.get("OPENLSM_MATRIX_FREE", "0") == "1" and gsplat_available()[0]:
         return GsplatViews(gaussians, cameras)
     return SparseViews(view_weights(gaussians, cameras, min_weight))
 

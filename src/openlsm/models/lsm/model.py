@@ -79,8 +79,8 @@ class LSMConfig:
     # views through the recovered cameras gives each pixel back its own Gaussian's feature; a rendered pixel blends
     # hundreds of wide, faint Gaussians, which blurs the per-pixel features. feature_fit_iters conjugate-gradient
     # steps (0: off), feature_fit_ridge pulls towards the prediction, blend weights under feature_fit_min_weight
-    # are dropped (in the colour fit too; not on CUDA with gsplat, where the fits use every weight, matrix-free). On the shipped small model: +0.02 source and target mIoU
-    # (docs/benchmarks.md, session 15).
+    # are dropped (in the colour fit too; the opt-in matrix-free GPU path, OPENLSM_MATRIX_FREE=1, uses every
+    # weight). On the shipped small model: +0.02 source and target mIoU (docs/benchmarks.md, session 15).
     feature_fit_iters: int = 0
     feature_fit_ridge: float = 1.0
     feature_fit_min_weight: float = 1e-3

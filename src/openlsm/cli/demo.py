@@ -52,8 +52,9 @@ class Demo:
     """Conjugate-gradient steps of the colour fit (the Gaussians' colours refitted so the input views render back
     the input images: sharper renders near the inputs). 0: off. Default: the weights' config."""
     refine: int | None = None
-    """Adam steps of the test-time refinement (opacities, scales and colours fitted to the input views; a GPU option,
-    ~10 ms a step there, ~13 s and ~6 GB on a 2-core CPU). 0: off. Default: the weights' config."""
+    """Adam steps of the test-time refinement (opacities, scales and colours fitted to the input views; ~10 ms a
+    step on a GPU, ~0.9 s on a 2-core CPU with the [cpu] extra, ~13 s and ~6 GB without). 0: off. Default: the
+    weights' config."""
     quiet: bool = False
     list_examples: bool = False
     """Print the bundled examples and exit."""

@@ -91,8 +91,8 @@ class LSMConfig:
     color_fit_ridge: float = 1.0
     # Inference, after camera recovery and before the fits above (`fit_to_views`): refine_steps Adam steps (0: off,
     # learning rate refine_lr) on the Gaussians' opacities, scales and base colours so that the input views render
-    # back the input images (`refine.py`; a GPU option: ~10 ms a step there, ~13 s on a CPU). On the shipped small
-    # model, 30 steps: +0.4 dB target PSNR, +0.02 rendered-view mIoU (docs/benchmarks.md, session 19).
+    # back the input images (`refine.py`; ~10 ms a step on a GPU, ~0.9 s on a 2-core CPU with Numba). On the
+    # shipped small model, 30 steps: +0.4 dB target PSNR, +0.02 rendered-view mIoU (docs/benchmarks.md, session 19).
     refine_steps: int = 0
     refine_lr: float = 0.01
 

@@ -97,6 +97,11 @@ def test_compositing_gradients_equal_the_pytorch_ones(seed, opacity_shift, scale
     for fast, slow in zip(grads[1], grads[0]):
         assert slow.abs().max() > 0
         torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-9 * float(slow.abs().max()))
+    # deterministic: the threads' per-Gaussian sums are added in a fixed order
+    inputs = [t.detach().clone().requires_grad_(True) for t in (means2d[0], conics[0], g.opacities, values)]
+    out, alpha = numba_backend.rasterize(inputs[0], inputs[1], inputs[2], depths[0], radii[0], inputs[3], W, H)
+    ((out * w_out).sum() + (alpha * w_alpha).sum()).backward()
+    assert all(torch.equal(t.grad, first) for t, first in zip(inputs, grads[1]))
 
 
 def test_render_with_gradients_composites_on_numba(monkeypatch):

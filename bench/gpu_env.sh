@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Source on the device machine: install the carried wheels (.whl/) into /tmp/site and point Python at them.
-# Also defines `elapsed` (seconds since T0, the call's start) and TEXT_TABLE_FLAGS (flags for the carried MiniLM
-# text table).
+# Also defines `elapsed` (seconds since T0, the call's start), TEXT_TABLE_FLAGS (flags for the carried MiniLM
+# text table) and `lsm_eval` (an evaluation of the shipped model, below).
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 TEXT_TABLE_FLAGS=(--text-encoder table --text-table .whl/text_table.safetensors)
@@ -21,3 +21,11 @@ export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 git log -1 --format=%H > "$OUT/commit.txt" 2>/dev/null || true
 openlsm() { python3 -m openlsm.cli.main "$@"; }
+# The shipped `small` model evaluated on CUDA at 256² without pose recovery; metrics.json under $OUT/NAME.
+lsm_eval() {  # NAME DATA SCENES [flags...]
+  local name=$1 data=$2 scenes=$3; shift 3
+  timeout 200 python3 -m openlsm.cli.main eval --checkpoint src/openlsm/weights/lsm_small --data "$data" \
+    --scenes "$scenes" --resolution 256 --device cuda --text-table .whl/text_table.safetensors --render-repeats 3 \
+    --no-pose --out "$OUT/$name" "$@" 2>&1 | tail -2
+  echo "$name done at $(elapsed) s"
+}

@@ -13,16 +13,9 @@ for op in 1 0; do
     | grep '^{' | tee -a "$OUT/feature_fit.txt"
 done
 echo "bench done at $(elapsed) s"
-ev() {  # NAME DATA SCENES [flags...]
-  local name=$1 data=$2 scenes=$3; shift 3
-  timeout 200 python3 -m openlsm.cli.main eval --checkpoint src/openlsm/weights/lsm_small --data "$data" \
-    --scenes "$scenes" --resolution 256 --device cuda --text-table .whl/text_table.safetensors --render-repeats 3 \
-    --no-pose --out "$OUT/$name" "$@" 2>&1 | tail -2
-  echo "$name done at $(elapsed) s"
-}
-ev val16_off synthrooms:val 16
-ev val16_refine synthrooms:val 16 --refine 30
-ev test40_refine synthrooms:test 40 --refine 30
-ev test40_both synthrooms:test 40 --color-fit 8 --feature-fit 8
-(export OPENLSM_MATRIX_FREE=1; ev test40_both_matrix_free synthrooms:test 40 --color-fit 8 --feature-fit 8)
-ev test40_refine_all synthrooms:test 40 --refine 30 --color-fit 8 --feature-fit 8
+lsm_eval val16_off synthrooms:val 16
+lsm_eval val16_refine synthrooms:val 16 --refine 30
+lsm_eval test40_refine synthrooms:test 40 --refine 30
+lsm_eval test40_both synthrooms:test 40 --color-fit 8 --feature-fit 8
+(export OPENLSM_MATRIX_FREE=1; lsm_eval test40_both_matrix_free synthrooms:test 40 --color-fit 8 --feature-fit 8)
+lsm_eval test40_refine_all synthrooms:test 40 --refine 30 --color-fit 8 --feature-fit 8

@@ -15,7 +15,7 @@ second of rendering all V views with features.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -87,10 +87,9 @@ def _reconstruct(model, images: Tensor):
         cams, _, warning = recover_scene_cameras(out, images.shape[-1], images.shape[-2])
         if warning is None:
             g = model.fit_to_views(out.gaussians[0], cams, (images[:2] + 1) / 2)
-            gs = out.gaussians
-            gs.sh[0], gs.opacity_logits[0], gs.log_scales[0] = g.sh, g.opacity_logits, g.log_scales
-            if g.features is not None:
-                gs.features[0] = g.features
+            for field in fields(g):  # whichever of them the fits changed
+                if getattr(g, field.name) is not None:
+                    getattr(out.gaussians, field.name)[0] = getattr(g, field.name)
     return out
 
 
